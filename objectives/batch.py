@@ -1,0 +1,215 @@
+"""ConfigBatch: a struct of arrays describing many deployment configurations at once.
+
+Every field is a 1-D numpy array of the same length (one entry per configuration), so the
+physics functions in `memory`, `compute`, `communication`, `timing` and `serving` evaluate a
+million configurations in one call. Fields carry their units in their names. `build_batch`
+turns catalog objects (a ModelSpec, an Accelerator, a QuantScheme) and parallelism / load
+choices into arrays; `concat` and `take` combine and slice batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from objectives.accelerators import Accelerator
+from objectives.efficiency import EfficiencyModel, default_efficiency
+from objectives.models import ModelSpec
+from objectives.quantization import (
+    EMBEDDING_BYTES_PER_PARAM,
+    activation_bytes,
+    get_scheme,
+    kv_cache_bytes_per_element,
+    resolve_compute_dtype,
+)
+
+# Model fields copied from ModelSpec (name in the batch <- attribute of ModelSpec).
+_MODEL_FIELDS = {
+    "n_layers": "n_layers",
+    "hidden": "hidden_size",
+    "vocab": "vocab_size",
+    "n_heads": "n_heads",
+    "n_kv_heads": "n_kv_heads",
+    "head_dim": "head_dim",
+    "v_head_dim": "v_head_dim",
+    "is_mla": "is_mla",
+    "kv_lora_rank": "kv_lora_rank",
+    "kv_elems_per_token_per_layer": "kv_cache_elems_per_token_per_layer",
+    "attn_params_per_layer": "attn_params_per_layer",
+    "kv_proj_params_per_layer": "kv_proj_params_per_layer",
+    "n_dense_layers": "n_dense_layers",
+    "dense_mlp_params_per_layer": "dense_mlp_params_per_layer",
+    "n_moe_layers": "n_moe_layers",
+    "n_experts": "n_experts",
+    "experts_per_token": "experts_per_token",
+    "params_per_expert": "params_per_expert",
+    "shared_expert_params_per_layer": "shared_expert_params_per_layer",
+    "router_params_per_layer": "router_params_per_layer",
+    "embedding_params": "embedding_params",
+    "lm_head_params": "lm_head_params",
+    "tie_word_embeddings": "tie_word_embeddings",
+    "sliding_window": "sliding_window",
+    "n_sliding_layers": "n_sliding_layers",
+}
+
+
+@dataclass(frozen=True)
+class ConfigBatch:
+    """N deployment configurations as parallel arrays (all float64, length N)."""
+
+    # model architecture
+    n_layers: np.ndarray
+    hidden: np.ndarray
+    vocab: np.ndarray
+    n_heads: np.ndarray
+    n_kv_heads: np.ndarray
+    head_dim: np.ndarray
+    v_head_dim: np.ndarray
+    is_mla: np.ndarray
+    kv_lora_rank: np.ndarray
+    kv_elems_per_token_per_layer: np.ndarray
+    attn_params_per_layer: np.ndarray
+    kv_proj_params_per_layer: np.ndarray
+    n_dense_layers: np.ndarray
+    dense_mlp_params_per_layer: np.ndarray
+    n_moe_layers: np.ndarray
+    n_experts: np.ndarray
+    experts_per_token: np.ndarray
+    params_per_expert: np.ndarray
+    shared_expert_params_per_layer: np.ndarray
+    router_params_per_layer: np.ndarray
+    embedding_params: np.ndarray
+    lm_head_params: np.ndarray
+    tie_word_embeddings: np.ndarray
+    sliding_window: np.ndarray
+    n_sliding_layers: np.ndarray
+    # accelerator (the dtype-specific peak is already picked for the compute dtype)
+    peak_flops: np.ndarray
+    hbm_bytes: np.ndarray
+    hbm_bw_bytes_per_s: np.ndarray
+    link_bw_bytes_per_s: np.ndarray  # per direction, of the fabric the TP group uses
+    tdp_w: np.ndarray
+    usd_per_gpu_hour: np.ndarray
+    attn_peak_flops: np.ndarray  # bf16 peak: attention math runs in bf16
+    # achieved fractions of peak and overheads (objectives.efficiency)
+    eff_bw: np.ndarray
+    eff_gemm: np.ndarray
+    eff_attention: np.ndarray
+    eff_link: np.ndarray
+    allreduce_latency_s: np.ndarray
+    gemm_half_tokens: np.ndarray
+    roofline_sharpness: np.ndarray
+    layer_overhead_s: np.ndarray
+    step_overhead_s: np.ndarray
+    seq_overhead_s: np.ndarray
+    runtime_reserve_bytes: np.ndarray
+    kv_memory_fraction: np.ndarray
+    max_num_tokens: np.ndarray
+    max_batch_size: np.ndarray
+    # deployment
+    tp: np.ndarray
+    pp: np.ndarray
+    ep: np.ndarray
+    weight_bytes_per_param: np.ndarray
+    embedding_bytes_per_param: np.ndarray
+    activation_bytes: np.ndarray
+    kv_bytes_per_elem: np.ndarray
+    # load
+    batch: np.ndarray  # concurrent sequences per replica
+    isl: np.ndarray  # input tokens per request
+    osl: np.ndarray  # output tokens per request
+
+    def __len__(self) -> int:
+        return int(self.tp.shape[0])
+
+    @property
+    def gpus(self) -> np.ndarray:
+        """GPUs per replica (TP x PP; expert parallelism lives inside the TP group)."""
+        return self.tp * self.pp
+
+    def take(self, index: np.ndarray | slice) -> ConfigBatch:
+        """Rows `index` of every field."""
+        return ConfigBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def replace(self, **arrays: np.ndarray | float) -> ConfigBatch:
+        """A copy with some fields replaced (scalars are broadcast)."""
+        n = len(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in arrays.items():
+            if key not in values:
+                raise KeyError(f"ConfigBatch has no field {key!r}")
+            values[key] = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
+        return ConfigBatch(**values)
+
+
+def concat(batches: Sequence[ConfigBatch]) -> ConfigBatch:
+    """One batch holding the rows of `batches` in order."""
+    return ConfigBatch(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(ConfigBatch)})
+
+
+def build_batch(
+    model: ModelSpec,
+    gpu: Accelerator,
+    *,
+    weights: str = "bf16",
+    kv_cache: str = "bf16",
+    tp: np.ndarray | int = 1,
+    pp: np.ndarray | int = 1,
+    ep: np.ndarray | int = 1,
+    batch: np.ndarray | int = 1,
+    isl: np.ndarray | int = 1024,
+    osl: np.ndarray | int = 256,
+    efficiency: EfficiencyModel | None = None,
+) -> ConfigBatch:
+    """Configurations of one model on one GPU type and one quantization; the numeric
+    arguments broadcast against each other to give N rows."""
+    scheme = get_scheme(weights)
+    supported = frozenset(d for d in gpu.peak_flops if gpu.supports(d))
+    compute_dtype = resolve_compute_dtype(scheme, supported)
+    if not gpu.supports(compute_dtype):
+        raise ValueError(f"{gpu.id} has no {compute_dtype} tensor cores in the catalog")
+    tp_a, pp_a, ep_a, b_a, i_a, o_a = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (tp, pp, ep, batch, isl, osl))
+    )
+    n = tp_a.size
+    tp_a, pp_a, ep_a, b_a, i_a, o_a = (x.reshape(n).copy() for x in (tp_a, pp_a, ep_a, b_a, i_a, o_a))
+
+    def full(value: float) -> np.ndarray:
+        return np.full(n, float(value))
+
+    values: dict[str, np.ndarray] = {name: full(getattr(model, attr)) for name, attr in _MODEL_FIELDS.items()}
+    # TP traffic stays on the scale-up fabric while the TP group fits in its domain.
+    # Without a known scale-out bandwidth a larger group gets NaN: infeasible, with the reason.
+    scaleout = gpu.scaleout_bw_bytes_per_s if gpu.scaleout_bw_bytes_per_s else np.nan
+    link = np.where(tp_a * pp_a <= gpu.scaleup_domain, gpu.scaleup_bw_bytes_per_s, scaleout)
+    eff_model = efficiency or default_efficiency()
+    eff = eff_model.for_gpu(gpu.id, gpu.vendor, compute_dtype)
+    batch_fields = {f.name for f in fields(ConfigBatch)}
+    values.update({k: full(v) for k, v in eff_model.serving.items() if k in batch_fields})
+    values.update(
+        eff_bw=full(eff.bw),
+        eff_gemm=full(eff.gemm),
+        eff_attention=full(eff.attention),
+        eff_link=full(eff.link),
+        allreduce_latency_s=full(eff.allreduce_latency_s),
+        attn_peak_flops=full(gpu.peak_flops["bf16"]),
+        peak_flops=full(gpu.peak_flops[compute_dtype]),
+        hbm_bytes=full(gpu.hbm_bytes),
+        hbm_bw_bytes_per_s=full(gpu.hbm_bw_bytes_per_s),
+        link_bw_bytes_per_s=link.astype(np.float64),
+        tdp_w=full(gpu.tdp_w),
+        usd_per_gpu_hour=full(gpu.usd_per_gpu_hour),
+        tp=tp_a,
+        pp=pp_a,
+        ep=ep_a,
+        weight_bytes_per_param=full(scheme.bytes_per_weight),
+        embedding_bytes_per_param=full(EMBEDDING_BYTES_PER_PARAM),
+        activation_bytes=full(activation_bytes(scheme, compute_dtype)),
+        kv_bytes_per_elem=full(kv_cache_bytes_per_element(kv_cache)),
+        batch=b_a,
+        isl=i_a,
+        osl=o_a,
+    )
+    return ConfigBatch(**values)

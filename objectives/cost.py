@@ -1,0 +1,65 @@
+"""What a GPU-hour costs and what a token costs.
+
+Cloud: the catalog's on-demand $/GPU-hour (or a user's price). Owned: total cost of ownership
+per GPU-hour,
+
+    purchase_usd / (years * 8766 h)                       amortization
+  + tdp_w / 1000 * utilization_power * pue * usd_per_kwh   power (at TDP, an upper bound)
+  + tdp_w / 1000 * pue * hosting_usd_per_kw_month * 12 / 8766   colocation space and cooling
+
+Defaults and their sources live in data/pricing.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import yaml
+
+HOURS_PER_YEAR = 8766.0
+
+
+@dataclass(frozen=True)
+class OwnershipTerms:
+    """Assumptions of owned total cost of ownership."""
+
+    years: float
+    usd_per_kwh: float
+    pue: float
+    hosting_usd_per_kw_month: float
+
+    @classmethod
+    def default(cls) -> OwnershipTerms:
+        data = load_pricing_defaults()
+        return cls(**{k: float(data[k]["value"]) for k in ("years", "usd_per_kwh", "pue", "hosting_usd_per_kw_month")})
+
+
+def load_pricing_defaults() -> dict:
+    """The shipped pricing assumptions with their sources (data/pricing.yaml)."""
+    text = resources.files("objectives").joinpath("data/pricing.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def tco_usd_per_gpu_hour(purchase_usd: np.ndarray, tdp_w: np.ndarray, terms: OwnershipTerms) -> np.ndarray:
+    """Owned cost of one GPU-hour: amortized purchase + power x PUE + hosting."""
+    amortization = np.asarray(purchase_usd, dtype=np.float64) / (terms.years * HOURS_PER_YEAR)
+    kw = np.asarray(tdp_w, dtype=np.float64) / 1000.0
+    power = kw * terms.pue * terms.usd_per_kwh
+    hosting = kw * terms.pue * terms.hosting_usd_per_kw_month * 12.0 / HOURS_PER_YEAR
+    return amortization + power + hosting
+
+
+def usd_per_million_tokens(usd_per_hour: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:
+    """Dollars per million tokens at a sustained token rate (inf where the rate is 0)."""
+    rate = np.asarray(tokens_per_s, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rate > 0, usd_per_hour / (rate * 3600.0) * 1e6, np.inf)
+
+
+def energy_j_per_token(gpus: np.ndarray, tdp_w: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:
+    """Joules per token with every GPU drawing its TDP (an upper bound on board power)."""
+    rate = np.asarray(tokens_per_s, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rate > 0, gpus * tdp_w / rate, np.inf)

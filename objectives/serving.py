@@ -1,0 +1,224 @@
+"""Serving metrics of a configuration under a workload.
+
+Steady state of continuous batching with fixed lengths: `batch` sequences are in flight; each
+request is prefilled once (isl tokens) and decoded osl times at a mean context of
+isl + osl / 2. Over one cycle, the time for `batch` requests to complete, the replica spends
+
+    cycle_s = osl * t_decode(batch, isl + osl/2) + t_prefill(batch prompts of isl)
+
+so it emits  tokens_per_s = batch * osl / cycle_s  and a user sees  TPOT = cycle_s / osl
+(prefill chunks stall the decode steps they share). TTFT is the prefill of one prompt in
+chunks that share their steps with the other batch - 1 running sequences.
+
+`offline_max_throughput` picks the batch — as trtllm-bench's all-requests-queued runs do — as
+the one giving the most tokens/s per GPU among batch sizes that fit up to the runtime cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from objectives.batch import ConfigBatch
+from objectives.cost import energy_j_per_token, usd_per_million_tokens
+from objectives.memory import kv_budget_bytes, max_batch_that_fits, memory_per_gpu_bytes, weight_bytes_per_gpu
+from objectives.timing import StepTime, decode_step_time_s, prefill_time_s
+
+REASONS = (
+    "",
+    "weights do not fit in GPU memory",
+    "KV cache of the batch does not fit",
+    "TP must divide the attention heads",
+    "EP must divide TP and the number of experts",
+    "PP exceeds the number of layers",
+    "context exceeds the model's maximum position embeddings",
+    "the GPUs of a replica exceed the scale-up domain and the catalog has no scale-out bandwidth",
+)
+BOUNDS = ("bandwidth", "compute", "interconnect", "overhead", "capacity")
+
+
+@dataclass(frozen=True)
+class ServingMetrics:
+    """Metrics per configuration (arrays). Times in seconds, memory in bytes."""
+
+    feasible: np.ndarray  # bool
+    reason_code: np.ndarray  # index into REASONS (0 = feasible)
+    batch: np.ndarray
+    max_batch: np.ndarray  # largest batch whose KV cache fits at isl + osl
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    e2e_s: np.ndarray
+    decode_step_s: np.ndarray
+    output_tokens_per_s: np.ndarray  # per replica
+    output_tokens_per_s_per_gpu: np.ndarray
+    output_tokens_per_s_per_user: np.ndarray
+    gpus: np.ndarray  # per replica
+    replicas: np.ndarray
+    weight_bytes_per_gpu: np.ndarray
+    kv_budget_bytes: np.ndarray
+    memory_per_gpu_bytes: np.ndarray
+    bound_code: np.ndarray  # index into BOUNDS
+    usd_per_hour: np.ndarray  # all replicas
+    usd_per_million_output_tokens: np.ndarray
+    energy_j_per_output_token: np.ndarray
+    decode: StepTime
+    prefill: StepTime
+
+    @property
+    def reason(self) -> list[str]:
+        return [REASONS[int(c)] for c in self.reason_code]
+
+    @property
+    def bound(self) -> list[str]:
+        return [BOUNDS[int(c)] for c in self.bound_code]
+
+    def row(self, i: int) -> dict[str, object]:
+        """One configuration's metrics as plain Python values."""
+        out: dict[str, object] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, StepTime):
+                out[key] = {k: float(v[i]) for k, v in value.__dict__.items()}
+            else:
+                out[key] = value[i].item()
+        out["feasible"] = bool(self.feasible[i])
+        out["reason"] = REASONS[int(self.reason_code[i])]
+        out["bound"] = BOUNDS[int(self.bound_code[i])]
+        return out
+
+
+def structural_reason(b: ConfigBatch) -> np.ndarray:
+    """Reason code for configurations that cannot be built at all (0 where they can)."""
+    code = np.zeros(len(b), dtype=np.int64)
+    bad_pp = b.pp > b.n_layers
+    bad_ep = (b.ep > 1) & ((np.mod(b.tp, b.ep) != 0) | (b.n_experts == 0) | (np.mod(b.n_experts, b.ep) != 0))
+    bad_tp = np.mod(b.n_heads, b.tp) != 0
+    code = np.where(~np.isfinite(b.link_bw_bytes_per_s), 7, code)
+    code = np.where(bad_pp, 5, code)
+    code = np.where(bad_ep, 4, code)
+    code = np.where(bad_tp, 3, code)
+    return code
+
+
+def _bound(decode: StepTime, prefill: StepTime, osl: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    bandwidth = osl * (decode.weights_memory_s + decode.kv_memory_s) + prefill.weights_memory_s
+    compute = (
+        osl * (decode.gemm_compute_s + decode.attention_compute_s)
+        + prefill.gemm_compute_s
+        + prefill.attention_compute_s
+    )
+    interconnect = osl * decode.communication_s + prefill.communication_s
+    overhead = osl * decode.overhead_s + prefill.overhead_s
+    code = np.argmax(np.stack([bandwidth, compute, interconnect, overhead]), axis=0)
+    return np.where(capacity, 4, code)
+
+
+def evaluate(
+    b: ConfigBatch,
+    *,
+    arrival_rate_per_s: np.ndarray | float | None = None,
+    max_position_embeddings: np.ndarray | float = np.inf,
+    usd_per_gpu_hour: np.ndarray | None = None,
+) -> ServingMetrics:
+    """Metrics of each configuration at its own `b.batch` concurrency.
+
+    A batch larger than what fits is clipped to the largest that fits (bound: capacity).
+    With an arrival rate, replicas = ceil(rate * osl / tokens_per_s_per_replica) and cost is
+    that provisioned fleet's; without one, a single replica at full load.
+    """
+    isl, osl = b.isl, b.osl
+    context_max = isl + osl
+    fit = max_batch_that_fits(b, context_max)
+    code = structural_reason(b)
+    code = np.where((code == 0) & (context_max > max_position_embeddings), 6, code)
+    weights = weight_bytes_per_gpu(b)
+    budget = kv_budget_bytes(b)
+    code = np.where((code == 0) & (budget <= 0), 1, code)
+    code = np.where((code == 0) & (fit < 1), 2, code)
+    batch = np.clip(np.minimum(b.batch, fit), 1.0, None)
+    capacity = b.batch > fit
+    mean_ctx = isl + osl / 2.0
+
+    decode = decode_step_time_s(b, batch, mean_ctx)
+    prefill_all = prefill_time_s(b, isl, batch)
+    cycle = osl * decode.total_s + prefill_all.total_s
+    ttft = prefill_time_s(b, isl, 1.0, running_seqs=batch - 1.0, running_context=mean_ctx)
+    tpot = cycle / osl
+    tokens_per_s = batch * osl / cycle
+    gpus = b.gpus
+    if arrival_rate_per_s is None:
+        replicas = np.ones_like(tokens_per_s)
+        served = tokens_per_s
+    else:
+        demand = np.asarray(arrival_rate_per_s, dtype=np.float64) * osl
+        replicas = np.maximum(np.ceil(demand / tokens_per_s), 1.0)
+        served = np.minimum(demand, replicas * tokens_per_s)
+    price = b.usd_per_gpu_hour if usd_per_gpu_hour is None else np.asarray(usd_per_gpu_hour, dtype=np.float64)
+    usd_per_hour = replicas * gpus * price
+    feasible = code == 0
+    nan = np.where(feasible, 1.0, np.nan)
+    return ServingMetrics(
+        feasible=feasible,
+        reason_code=code,
+        batch=batch,
+        max_batch=fit,
+        ttft_s=ttft.total_s * nan,
+        tpot_s=tpot * nan,
+        e2e_s=(ttft.total_s + (osl - 1.0) * tpot) * nan,
+        decode_step_s=decode.total_s * nan,
+        output_tokens_per_s=tokens_per_s * nan,
+        output_tokens_per_s_per_gpu=tokens_per_s / gpus * nan,
+        output_tokens_per_s_per_user=1.0 / tpot * nan,
+        gpus=gpus,
+        replicas=replicas,
+        weight_bytes_per_gpu=weights,
+        kv_budget_bytes=budget,
+        memory_per_gpu_bytes=memory_per_gpu_bytes(b.replace(batch=batch), context_max),
+        bound_code=_bound(decode, prefill_all, osl, capacity),
+        usd_per_hour=usd_per_hour,
+        usd_per_million_output_tokens=usd_per_million_tokens(usd_per_hour, served) * nan,
+        energy_j_per_output_token=energy_j_per_token(gpus, b.tdp_w, tokens_per_s) * nan,
+        decode=decode,
+        prefill=ttft,
+    )
+
+
+def offline_max_throughput(b: ConfigBatch, candidates: int = 16, **kwargs: object) -> ServingMetrics:
+    """Best output tokens/s per GPU over batch sizes that fit, up to `max_batch_size`.
+
+    Evaluates `candidates` batch sizes spaced geometrically from 1 to the largest that fits
+    (always including that largest) and keeps the best for each configuration.
+    """
+    fit = max_batch_that_fits(b, b.isl + b.osl)
+    top = np.clip(np.minimum(fit, b.max_batch_size), 1.0, None)
+    fractions = np.geomspace(1.0 / 4096.0, 1.0, candidates)
+    best: ServingMetrics | None = None
+    best_tps = np.full(len(b), -np.inf)
+    choice = np.zeros(len(b), dtype=np.int64)
+    trials = []
+    for j, f in enumerate(fractions):
+        trial_batch = np.maximum(np.floor(top * f), 1.0)
+        m = evaluate(b.replace(batch=trial_batch), **kwargs)  # type: ignore[arg-type]
+        tps = np.nan_to_num(m.output_tokens_per_s_per_gpu, nan=-1.0)
+        better = tps > best_tps
+        best_tps = np.where(better, tps, best_tps)
+        choice = np.where(better, j, choice)
+        trials.append(m)
+    best = _select(trials, choice)
+    return best
+
+
+def _select(trials: list[ServingMetrics], choice: np.ndarray) -> ServingMetrics:
+    """Row-wise pick of trials[choice[i]]."""
+    rows = np.arange(choice.shape[0])
+
+    def pick(values: list[np.ndarray]) -> np.ndarray:
+        return np.stack(values)[choice, rows]
+
+    out = {}
+    for key, value in trials[0].__dict__.items():
+        if isinstance(value, StepTime):
+            out[key] = StepTime(**{k: pick([getattr(t, key).__dict__[k] for t in trials]) for k in value.__dict__})
+        else:
+            out[key] = pick([getattr(t, key) for t in trials])
+    return ServingMetrics(**out)

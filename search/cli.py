@@ -1,0 +1,333 @@
+"""The `servesweep` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
+from objectives.batch import build_batch
+from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
+from objectives.efficiency import default_efficiency
+from objectives.models import UnknownModelError, list_models, load_model
+from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
+from objectives.serving import evaluate, offline_max_throughput
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Find the cheapest fast ways to serve a large language model."
+)
+console = Console()
+err_console = Console(stderr=True)
+
+GB = 1e9
+
+
+class CatalogKind(StrEnum):
+    gpus = "gpus"
+    models = "models"
+
+
+class Pricing(StrEnum):
+    cloud = "cloud"
+    owned = "owned"
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def catalog(
+    kind: Annotated[CatalogKind, typer.Argument(help="gpus or models")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+) -> None:
+    """List the accelerators or models servesweep knows."""
+    if kind is CatalogKind.gpus:
+        gpus = load_accelerators(gpu_file)
+        rows = [
+            {
+                "id": g.id,
+                "vendor": g.vendor,
+                "aliases": list(g.aliases),
+                "peak_tflops": {d: v / 1e12 for d, v in g.peak_flops.items()},
+                "hbm_gb": g.hbm_bytes / GB,
+                "hbm_tb_per_s": g.hbm_bw_bytes_per_s / 1e12,
+                "scaleup_gb_per_s_per_direction": g.scaleup_bw_bytes_per_s / GB,
+                "scaleup_domain": g.scaleup_domain,
+                "scaleout_gb_per_s": g.scaleout_bw_bytes_per_s / GB,
+                "gpus_per_node": g.gpus_per_node,
+                "tdp_w": g.tdp_w,
+                "usd_per_gpu_hour": g.usd_per_gpu_hour,
+                "purchase_usd": g.purchase_usd,
+                "sources": dict(g.sources),
+            }
+            for g in gpus.values()
+        ]
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table(title="accelerators")
+        for col in ("id", "bf16 TF", "fp8 TF", "fp4 TF", "HBM GB", "TB/s", "link GB/s", "domain", "TDP W", "$/h"):
+            table.add_column(col, justify="right" if col != "id" else "left")
+        for r in rows:
+            tf = r["peak_tflops"]
+            table.add_row(
+                r["id"],
+                f"{tf.get('bf16', 0):.0f}",
+                f"{tf['fp8']:.0f}" if "fp8" in tf else "-",
+                f"{tf['fp4']:.0f}" if "fp4" in tf else "-",
+                f"{r['hbm_gb']:.0f}",
+                f"{r['hbm_tb_per_s']:.2f}",
+                f"{r['scaleup_gb_per_s_per_direction']:.0f}",
+                str(r["scaleup_domain"]),
+                f"{r['tdp_w']:.0f}",
+                f"{r['usd_per_gpu_hour']:.2f}",
+            )
+        console.print(table)
+        return
+    models = []
+    for entry in list_models():
+        spec = load_model(entry.id)
+        models.append(
+            {
+                "id": entry.id,
+                "aliases": list(entry.aliases),
+                "architecture": spec.architecture,
+                "total_params_b": spec.total_params / 1e9,
+                "active_params_b": spec.active_params / 1e9,
+                "published_total_params_b": entry.published_total_params / 1e9,
+                "layers": spec.n_layers,
+                "hidden": spec.hidden_size,
+                "heads": spec.n_heads,
+                "kv_heads": spec.n_kv_heads,
+                "experts": spec.n_experts,
+                "experts_per_token": spec.experts_per_token,
+                "mla": spec.is_mla,
+                "params_source": entry.params_source,
+            }
+        )
+    if as_json:
+        print(json.dumps(models, indent=2))
+        return
+    table = Table(title="models")
+    for col in ("id", "arch", "total B", "active B", "layers", "heads/kv", "experts"):
+        table.add_column(col, justify="left" if col in ("id", "arch") else "right")
+    for m in models:
+        experts = f"{m['experts_per_token']}/{m['experts']}" if m["experts"] else "-"
+        table.add_row(
+            m["id"],
+            m["architecture"],
+            f"{m['total_params_b']:.1f}",
+            f"{m['active_params_b']:.1f}",
+            str(m["layers"]),
+            f"{m['heads']}/{m['kv_heads']}",
+            experts,
+        )
+    console.print(table)
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Option(help="catalog id or alias, or a config.json / model directory")],
+    gpu: Annotated[str, typer.Option(help="accelerator id or alias")],
+    tp: Annotated[int, typer.Option(min=1, help="tensor parallel size")] = 1,
+    pp: Annotated[int, typer.Option(min=1, help="pipeline parallel size")] = 1,
+    ep: Annotated[int, typer.Option(min=1, help="expert parallel size (divides TP)")] = 1,
+    weights: Annotated[str, typer.Option(help="bf16, fp8, int8, int8-wo, int4, fp4, mxfp4")] = "bf16",
+    kv_cache: Annotated[
+        str | None, typer.Option(help="KV-cache dtype bf16 or fp8 (default: fp8 with fp8/fp4 weights)")
+    ] = None,
+    isl: Annotated[int, typer.Option(min=1, help="input tokens per request")] = 1024,
+    osl: Annotated[int, typer.Option(min=1, help="output tokens per request")] = 256,
+    batch: Annotated[int | None, typer.Option(min=1, help="concurrent sequences per replica")] = None,
+    max_throughput: Annotated[
+        bool, typer.Option("--max-throughput", help="pick the batch giving the most tokens/s per GPU")
+    ] = False,
+    rate: Annotated[float | None, typer.Option(min=0.0, help="arrival rate, requests/s (sets replicas)")] = None,
+    pricing: Annotated[Pricing, typer.Option(help="cloud on-demand or owned TCO")] = Pricing.cloud,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Estimate memory, latency, throughput and cost of one deployment."""
+    if batch is not None and max_throughput:
+        _fail("give either --batch or --max-throughput, not both")
+    try:
+        catalog_gpus = load_accelerators(gpu_file)
+        accel = get_accelerator(gpu, catalog_gpus)
+        spec = load_model(model)
+        scheme = get_scheme(weights)
+    except (UnknownAcceleratorError, UnknownModelError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
+    efficiency = default_efficiency()
+    try:
+        b = build_batch(
+            spec,
+            accel,
+            weights=scheme.name,
+            kv_cache=kv,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            batch=batch or 1,
+            isl=isl,
+            osl=osl,
+            efficiency=efficiency,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    price = None
+    if pricing is Pricing.owned:
+        if accel.purchase_usd is None:
+            _fail(f"{accel.id} has no purchase price in the catalog; add one with --gpu-file")
+        terms = OwnershipTerms.default()
+        price = tco_usd_per_gpu_hour(np.array([accel.purchase_usd]), np.array([accel.tdp_w]), terms)
+    kwargs = {
+        "arrival_rate_per_s": rate,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "usd_per_gpu_hour": price,
+    }
+    if batch is None:
+        m = offline_max_throughput(b, **kwargs)
+    else:
+        m = evaluate(b, **kwargs)
+    row = m.row(0)
+    compute_dtype = resolve_compute_dtype(scheme, frozenset(d for d in accel.peak_flops if accel.supports(d)))
+    eff = efficiency.for_gpu(accel.id, accel.vendor, compute_dtype)
+    notes = [n for n in (fallback_note(scheme, compute_dtype),) if n]
+    if batch is not None and row["batch"] < batch:
+        notes.append(f"batch {batch} does not fit; clipped to {row['batch']:.0f} (KV cache capacity)")
+    if tp > accel.scaleup_domain:
+        notes.append(f"TP {tp} exceeds the {accel.scaleup_domain}-GPU scale-up domain: TP traffic uses scale-out links")
+    result = {
+        "model": spec.id,
+        "gpu": accel.id,
+        "tp": tp,
+        "pp": pp,
+        "ep": ep,
+        "gpus": tp * pp,
+        "weights": scheme.name,
+        "compute_dtype": compute_dtype,
+        "kv_cache": kv,
+        "isl": isl,
+        "osl": osl,
+        "feasible": row["feasible"],
+        "reason": row["reason"] or None,
+        "batch": int(row["batch"]),
+        "max_batch": int(row["max_batch"]),
+        "ttft_s": row["ttft_s"],
+        "tpot_s": row["tpot_s"],
+        "e2e_s": row["e2e_s"],
+        "output_tokens_per_s": row["output_tokens_per_s"],
+        "output_tokens_per_s_per_gpu": row["output_tokens_per_s_per_gpu"],
+        "output_tokens_per_s_per_user": row["output_tokens_per_s_per_user"],
+        "replicas": int(row["replicas"]),
+        "usd_per_hour": row["usd_per_hour"],
+        "usd_per_million_output_tokens": row["usd_per_million_output_tokens"],
+        "energy_j_per_output_token": row["energy_j_per_output_token"],
+        "pricing": pricing.value,
+        "memory_per_gpu_gb": row["memory_per_gpu_bytes"] / GB,
+        "weights_per_gpu_gb": row["weight_bytes_per_gpu"] / GB,
+        "kv_budget_per_gpu_gb": row["kv_budget_bytes"] / GB,
+        "hbm_gb": accel.hbm_bytes / GB,
+        "bound": row["bound"],
+        "decode_step_s": row["decode"],
+        "ttft_breakdown_s": row["prefill"],
+        "efficiency": {
+            "bw": eff.bw,
+            "gemm": eff.gemm,
+            "attention": eff.attention,
+            "link": eff.link,
+            "allreduce_latency_s": eff.allreduce_latency_s,
+            "basis": eff.basis,
+        },
+        "notes": notes,
+    }
+    result = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_estimate(result)
+    if not result["feasible"]:
+        raise typer.Exit(code=1)
+
+
+def _fmt_s(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _print_estimate(r: dict) -> None:
+    title = (
+        f"{r['model']} on {r['gpus']}x {r['gpu']} (TP{r['tp']} PP{r['pp']} EP{r['ep']}), "
+        f"{r['weights']} weights ({r['compute_dtype']} compute), {r['kv_cache']} KV, isl {r['isl']} osl {r['osl']}"
+    )
+    console.print(f"[bold]{title}[/]")
+    if not r["feasible"]:
+        console.print(f"[bold red]infeasible:[/] {r['reason']}")
+    mem = Table(title="memory per GPU", show_header=False)
+    mem.add_row("weights", f"{r['weights_per_gpu_gb']:.1f} GB")
+    mem.add_row("KV-cache budget", f"{r['kv_budget_per_gpu_gb']:.1f} GB")
+    mem.add_row("in use at batch", f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.0f} GB")
+    mem.add_row("batch / largest that fits", f"{r['batch']} / {r['max_batch']}")
+    console.print(mem)
+    if r["feasible"]:
+        t = Table(title="decode step (per token round)", show_header=True)
+        for col in ("component", "time"):
+            t.add_column(col)
+        d = r["decode_step_s"]
+        for key in (
+            "weights_memory_s",
+            "gemm_compute_s",
+            "gemm_s",
+            "kv_memory_s",
+            "attention_compute_s",
+            "attention_s",
+            "communication_s",
+            "overhead_s",
+            "total_s",
+        ):
+            t.add_row(key.removesuffix("_s").replace("_", " "), _fmt_s(d[key]))
+        console.print(t)
+        s = Table(title="serving", show_header=False)
+        s.add_row("TTFT", _fmt_s(r["ttft_s"]))
+        s.add_row("TPOT", _fmt_s(r["tpot_s"]))
+        s.add_row("end-to-end", _fmt_s(r["e2e_s"]))
+        s.add_row("output tokens/s per GPU", f"{r['output_tokens_per_s_per_gpu']:.1f}")
+        s.add_row("output tokens/s per user", f"{r['output_tokens_per_s_per_user']:.1f}")
+        s.add_row("bound", r["bound"])
+        s.add_row("energy per output token", f"{r['energy_j_per_output_token']:.2f} J (at TDP)")
+        s.add_row(
+            f"cost ({r['pricing']})",
+            f"${r['usd_per_hour']:.2f}/h for {r['replicas']} replica(s), "
+            f"${r['usd_per_million_output_tokens']:.3f} per million output tokens",
+        )
+        console.print(s)
+    e = r["efficiency"]
+    console.print(
+        f"efficiency: bandwidth {e['bw']:.2f}, GEMM {e['gemm']:.2f}, attention {e['attention']:.2f}, "
+        f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']})"
+    )
+    for note in r["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def main() -> None:  # pragma: no cover - console script shim
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
