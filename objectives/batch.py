@@ -9,7 +9,8 @@ choices into arrays; `concat` and `take` combine and slice batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -95,6 +96,7 @@ class ConfigBatch:
     attn_peak_flops: np.ndarray  # bf16 peak: attention math runs in bf16
     # achieved fractions of peak and overheads (objectives.efficiency)
     eff_bw: np.ndarray
+    eff_kv_bw: np.ndarray
     eff_gemm: np.ndarray
     eff_attention: np.ndarray
     eff_link: np.ndarray
@@ -124,6 +126,23 @@ class ConfigBatch:
     def __len__(self) -> int:
         return int(self.tp.shape[0])
 
+    @functools.cached_property
+    def _memo(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def memo(self, key: str, compute: Callable[[ConfigBatch], np.ndarray]) -> np.ndarray:
+        """compute(self), computed once per batch (batches are immutable). Lets the physics
+        functions that depend only on the batch share their result within one evaluation."""
+        cache = self._memo
+        if key not in cache:
+            cache[key] = compute(self)
+        return cache[key]
+
+    @functools.cached_property
+    def layers_per_stage(self) -> np.ndarray:
+        """Transformer layers held by one pipeline stage: ceil(n_layers / PP) (cached)."""
+        return np.ceil(self.n_layers / self.pp)
+
     @property
     def gpus(self) -> np.ndarray:
         """GPUs per replica (TP x PP; expert parallelism lives inside the TP group)."""
@@ -142,6 +161,17 @@ class ConfigBatch:
                 raise KeyError(f"ConfigBatch has no field {key!r}")
             values[key] = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
         return ConfigBatch(**values)
+
+
+def per_batch(fn: Callable[[ConfigBatch], np.ndarray]) -> Callable[[ConfigBatch], np.ndarray]:
+    """Decorator: `fn(batch)` is computed once per batch and reused (batches are immutable),
+    so the many physics functions that need, say, the weights per GPU share one array."""
+
+    @functools.wraps(fn)
+    def cached(b: ConfigBatch) -> np.ndarray:
+        return b.memo(fn.__name__, fn)
+
+    return cached
 
 
 def concat(batches: Sequence[ConfigBatch]) -> ConfigBatch:
@@ -190,6 +220,7 @@ def build_batch(
     values.update({k: full(v) for k, v in eff_model.serving.items() if k in batch_fields})
     values.update(
         eff_bw=full(eff.bw),
+        eff_kv_bw=full(eff.kv_bw),
         eff_gemm=full(eff.gemm),
         eff_attention=full(eff.attention),
         eff_link=full(eff.link),

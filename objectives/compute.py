@@ -28,18 +28,17 @@ def expected_experts_touched(n_experts: np.ndarray, top_k: np.ndarray, tokens: n
     """E (1 - (1 - k/E)^T): expected distinct experts hit by T tokens routing top-k of E."""
     e = np.maximum(n_experts, 1.0)
     frac = np.clip(top_k / e, 0.0, 1.0)
-    return np.where(n_experts > 0, e * (1.0 - (1.0 - frac) ** np.maximum(tokens, 0.0)), 0.0)
+    t = np.maximum(tokens, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # (1 - f)^T as exp(T log1p(-f)): one transcendental pair instead of an array power
+        powered = np.exp(t * np.log1p(-np.minimum(frac, 1.0 - 1e-16)))
+        untouched = np.where(t <= 0.0, 1.0, np.where(frac < 1.0, powered, 0.0))
+    return np.where(n_experts > 0, e * (1.0 - untouched), 0.0)
 
 
-def expert_touched_fraction(b: ConfigBatch, tokens: np.ndarray) -> np.ndarray:
-    """Fraction of a GPU's routed experts a step of `tokens` tokens reads."""
-    touched = expected_experts_touched(b.n_experts, b.experts_per_token, tokens)
-    return np.where(b.n_experts > 0, touched / np.maximum(b.n_experts, 1.0), 0.0)
-
-
-def tokens_per_expert(b: ConfigBatch, tokens: np.ndarray) -> np.ndarray:
-    """Mean tokens each touched expert processes in a step (the M of its GEMM)."""
-    touched = expected_experts_touched(b.n_experts, b.experts_per_token, tokens)
+def tokens_per_expert(b: ConfigBatch, tokens: np.ndarray, touched: np.ndarray) -> np.ndarray:
+    """Mean tokens each touched expert processes in a step (the M of its GEMM), given
+    `touched` = expected_experts_touched(...) for the step."""
     return np.where(b.n_experts > 0, tokens * b.experts_per_token / np.maximum(touched, 1e-9), 0.0)
 
 
@@ -71,9 +70,11 @@ def dense_weight_bytes(b: ConfigBatch) -> np.ndarray:
     )
 
 
-def expert_weight_bytes(b: ConfigBatch, tokens: np.ndarray) -> np.ndarray:
-    """Bytes of routed-expert weights read by a step of `tokens` tokens."""
-    return expert_params_per_gpu(b) * expert_touched_fraction(b, tokens) * b.weight_bytes_per_param
+def expert_weight_bytes(b: ConfigBatch, touched: np.ndarray) -> np.ndarray:
+    """Bytes of routed-expert weights read by a step that touches `touched` experts of each
+    MoE layer (expected_experts_touched)."""
+    share = np.where(b.n_experts > 0, touched / np.maximum(b.n_experts, 1.0), 0.0)
+    return expert_params_per_gpu(b) * share * b.weight_bytes_per_param
 
 
 def attention_flops(b: ConfigBatch, query_tokens: np.ndarray, mean_context: np.ndarray) -> np.ndarray:

@@ -3,10 +3,11 @@
 An `EfficiencyModel` answers, for one accelerator and compute dtype, which fraction of the
 datasheet peak a serving kernel reaches:
 
-    bw          = hbm_copy_fraction(gpu) * bw_factor                 (weights and KV reads)
+    bw          = hbm_copy_fraction(gpu) * bw_factor                 (weight reads by GEMMs)
+    kv_bw       = hbm_copy_fraction(gpu) * kv_bw_factor              (paged KV reads by attention)
     gemm        = gemm_fraction(gpu, dtype) * gemm_factor            (linear layers, large M)
     attention   = min(0.95, attention_fraction(gpu) * attention_factor)
-    link        = allreduce_busbw_fraction(gpu)                      (all-reduce bus bandwidth)
+    link        = allreduce_busbw_fraction(gpu) * link_factor        (all-reduce bus bandwidth)
     alpha       = allreduce_latency_s(gpu) * allreduce_latency_scale
 
 The per-GPU fractions come from microbenchmarks (data/efficiency.yaml, each with its record);
@@ -29,6 +30,8 @@ import yaml
 
 SERVING_PARAMS = (
     "bw_factor",
+    "kv_bw_factor",
+    "link_factor",
     "gemm_factor",
     "attention_factor",
     "gemm_half_tokens",
@@ -49,6 +52,7 @@ class GpuEfficiency:
     """Efficiencies resolved for one GPU and compute dtype (fractions of peak)."""
 
     bw: float
+    kv_bw: float
     gemm: float
     attention: float
     link: float
@@ -92,7 +96,7 @@ class EfficiencyModel:
     def with_calibration(self, record: Mapping[str, Any], name: str = "calibration") -> EfficiencyModel:
         """A model whose GPU fractions and serving parameters are overridden by `record`
         (a mapping with optional `gpus` and `serving` sections in this file's layout)."""
-        unknown = set(record) - {"gpus", "serving", "defaults", "aliases", "fit", "name"}
+        unknown = set(record) - {"gpus", "serving", "defaults", "aliases", "pcie_gpus", "fit", "name"}
         if unknown:
             raise ValueError(f"calibration record has unknown sections: {', '.join(sorted(unknown))}")
         bad = set(record.get("serving", {})) - set(SERVING_PARAMS)
@@ -112,8 +116,12 @@ class EfficiencyModel:
                 if self.calibration_name and isinstance(entry, Mapping) and entry.get("calibrated"):
                     basis = f"calibration {self.calibration_name}"
                 return _value(entry), basis
-        default = self._data.get("defaults", {}).get(vendor.lower()) or self._data["defaults"]["nvidia"]
+        defaults = self._data.get("defaults", {})
+        default = defaults.get(vendor.lower()) or defaults["nvidia"]
         entry = default.get(field)
+        pcie = defaults.get(f"{vendor.lower()}-pcie", {})
+        if gpu_id in self._data.get("pcie_gpus", []) and field in pcie:
+            return _value(pcie[field]), "PCIe default"
         if dtype is not None:
             entry = entry.get(dtype) if entry is not None else None
             if entry is None:  # e.g. int8 on a vendor without a record: fall back to bf16
@@ -134,9 +142,10 @@ class EfficiencyModel:
             basis = f"calibration {self.calibration_name} over {basis}"
         return GpuEfficiency(
             bw=min(0.98, bw * s["bw_factor"]),
+            kv_bw=min(0.98, bw * s["kv_bw_factor"]),
             gemm=min(0.98, gemm * s["gemm_factor"]),
             attention=min(0.95, att * s["attention_factor"]),
-            link=link,
+            link=link * s["link_factor"],
             allreduce_latency_s=alpha * s["allreduce_latency_scale"],
             basis=basis,
         )

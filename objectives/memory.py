@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from objectives.batch import ConfigBatch
+from objectives.batch import ConfigBatch, per_batch
 
 LOGITS_BYTES_PER_ELEM = 4.0  # fp32 logits buffer
 
 
 def layers_per_gpu(b: ConfigBatch) -> np.ndarray:
     """Transformer layers held by one pipeline stage."""
-    return np.ceil(b.n_layers / b.pp)
+    return b.layers_per_stage
 
 
+@per_batch
 def kv_heads_per_gpu(b: ConfigBatch) -> np.ndarray:
     """KV heads per GPU: n_kv / TP, at least one (replication when TP > n_kv); MLA: all."""
     return np.where(b.is_mla > 0, b.n_kv_heads, np.maximum(b.n_kv_heads / b.tp, 1.0))
 
 
+@per_batch
 def _kv_share(b: ConfigBatch) -> np.ndarray:
     """Fraction of the K/V projection and cache one GPU holds."""
     return np.where(b.is_mla > 0, 1.0, kv_heads_per_gpu(b) / b.n_kv_heads)
@@ -41,11 +43,13 @@ def _stage_fraction(b: ConfigBatch, n: np.ndarray) -> np.ndarray:
     return n / b.n_layers * layers_per_gpu(b)
 
 
+@per_batch
 def attention_params_per_gpu_per_layer(b: ConfigBatch) -> np.ndarray:
     other = (b.attn_params_per_layer - b.kv_proj_params_per_layer) / b.tp
     return other + b.kv_proj_params_per_layer * _kv_share(b)
 
 
+@per_batch
 def dense_linear_params_per_gpu(b: ConfigBatch) -> np.ndarray:
     """Weights every token uses on one GPU: attention, dense MLPs, shared experts, routers."""
     attn = attention_params_per_gpu_per_layer(b) * layers_per_gpu(b)
@@ -56,11 +60,13 @@ def dense_linear_params_per_gpu(b: ConfigBatch) -> np.ndarray:
     return attn + mlp + moe_common
 
 
+@per_batch
 def expert_params_per_gpu(b: ConfigBatch) -> np.ndarray:
     """Routed-expert weights on one GPU (all experts it hosts, all its MoE layers)."""
     return b.n_experts * b.params_per_expert / b.tp * _stage_fraction(b, b.n_moe_layers)
 
 
+@per_batch
 def embedding_params_per_gpu(b: ConfigBatch) -> np.ndarray:
     """Embedding and LM head stored on the busiest stage (vocab-split by TP)."""
     head = np.where(b.tie_word_embeddings > 0, 0.0, b.lm_head_params)
@@ -69,12 +75,14 @@ def embedding_params_per_gpu(b: ConfigBatch) -> np.ndarray:
     return np.where(b.pp > 1, split, one_stage) / b.tp
 
 
+@per_batch
 def weight_bytes_per_gpu(b: ConfigBatch) -> np.ndarray:
     """Bytes of weights one GPU stores."""
     linear = (dense_linear_params_per_gpu(b) + expert_params_per_gpu(b)) * b.weight_bytes_per_param
     return linear + embedding_params_per_gpu(b) * b.embedding_bytes_per_param
 
 
+@per_batch
 def kv_bytes_per_token_per_layer_per_gpu(b: ConfigBatch) -> np.ndarray:
     return b.kv_elems_per_token_per_layer * _kv_share(b) * b.kv_bytes_per_elem
 
@@ -90,6 +98,7 @@ def kv_bytes_per_sequence_per_gpu(b: ConfigBatch, context_tokens: np.ndarray) ->
     return tokens * kv_bytes_per_token_per_layer_per_gpu(b)
 
 
+@per_batch
 def activation_workspace_bytes(b: ConfigBatch) -> np.ndarray:
     """Activation buffers sized for `max_num_tokens` tokens in flight plus the fp32 logits of
     `max_batch_size` sequences (TensorRT-LLM / vLLM allocate both up front)."""
@@ -103,6 +112,7 @@ def activation_workspace_bytes(b: ConfigBatch) -> np.ndarray:
     return acts + logits
 
 
+@per_batch
 def kv_budget_bytes(b: ConfigBatch) -> np.ndarray:
     """Bytes left for the KV cache on one GPU: a fraction of what weights, workspace and the
     runtime reserve leave free (negative means the weights alone do not fit)."""

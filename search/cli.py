@@ -64,7 +64,7 @@ def catalog(
                 "hbm_tb_per_s": g.hbm_bw_bytes_per_s / 1e12,
                 "scaleup_gb_per_s_per_direction": g.scaleup_bw_bytes_per_s / GB,
                 "scaleup_domain": g.scaleup_domain,
-                "scaleout_gb_per_s": g.scaleout_bw_bytes_per_s / GB,
+                "scaleout_gb_per_s": g.scaleout_bw_bytes_per_s / GB if g.scaleout_bw_bytes_per_s else None,
                 "gpus_per_node": g.gpus_per_node,
                 "tdp_w": g.tdp_w,
                 "usd_per_gpu_hour": g.usd_per_gpu_hour,

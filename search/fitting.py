@@ -20,6 +20,8 @@ from search.validation import build_rows, predict_batch
 # Parameter -> (lower, upper) bounds of the search.
 BOUNDS: dict[str, tuple[float, float]] = {
     "bw_factor": (0.3, 1.15),
+    "kv_bw_factor": (0.2, 1.15),
+    "link_factor": (0.1, 1.5),
     "gemm_factor": (0.3, 1.2),
     "attention_factor": (0.3, 3.0),
     "gemm_half_tokens": (1.0, 2048.0),

@@ -9,6 +9,7 @@ tables), bf16 rows with a bf16 KV cache, unless the row names `kv_cache`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,11 +55,16 @@ def load_measurements(path: str | Path) -> list[dict]:
     return rows
 
 
+@functools.lru_cache(maxsize=256)
+def _model(name: str):  # noqa: ANN202 - ModelSpec is frozen, so sharing it is safe
+    return load_model(name)
+
+
 def _row_batch(row: dict, catalog: dict, efficiency: EfficiencyModel) -> ConfigBatch:
     weights = str(row["weights"])
     kv = row.get("kv_cache") or ("fp8" if weights in ("fp8", "fp4", "nvfp4", "mxfp4") else "bf16")
     return build_batch(
-        load_model(row["model"]),
+        _model(row["model"]),
         get_accelerator(row["gpu"], catalog),
         weights=weights,
         kv_cache=kv,
