@@ -4,7 +4,7 @@ Cloud: the catalog's on-demand $/GPU-hour (or a user's price). Owned: total cost
 per GPU-hour,
 
     purchase_usd / (years * 8766 h)                       amortization
-  + tdp_w / 1000 * utilization_power * pue * usd_per_kwh   power (at TDP, an upper bound)
+  + tdp_w / 1000 * pue * usd_per_kwh                       power (at TDP, an upper bound)
   + tdp_w / 1000 * pue * hosting_usd_per_kw_month * 12 / 8766   colocation space and cooling
 
 Defaults and their sources live in data/pricing.yaml.

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -156,6 +157,9 @@ def estimate(
     rate: Annotated[float | None, typer.Option(min=0.0, help="arrival rate, requests/s (sets replicas)")] = None,
     pricing: Annotated[Pricing, typer.Option(help="cloud on-demand or owned TCO")] = Pricing.cloud,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="calibration record (YAML/JSON) overriding efficiencies")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Estimate memory, latency, throughput and cost of one deployment."""
@@ -171,6 +175,14 @@ def estimate(
         return
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
     efficiency = default_efficiency()
+    if calibration is not None:
+        try:
+            record = yaml.safe_load(calibration.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("a calibration record must be a mapping")
+            efficiency = efficiency.with_calibration(record, name=calibration.stem)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            _fail(f"calibration {calibration}: {exc}")
     try:
         b = build_batch(
             spec,
@@ -207,7 +219,7 @@ def estimate(
     compute_dtype = resolve_compute_dtype(scheme, frozenset(d for d in accel.peak_flops if accel.supports(d)))
     eff = efficiency.for_gpu(accel.id, accel.vendor, compute_dtype)
     notes = [n for n in (fallback_note(scheme, compute_dtype),) if n]
-    if batch is not None and row["batch"] < batch:
+    if row["feasible"] and batch is not None and row["batch"] < batch:
         notes.append(f"batch {batch} does not fit; clipped to {row['batch']:.0f} (KV cache capacity)")
     if tp > accel.scaleup_domain:
         notes.append(f"TP {tp} exceeds the {accel.scaleup_domain}-GPU scale-up domain: TP traffic uses scale-out links")
@@ -279,10 +291,13 @@ def _print_estimate(r: dict) -> None:
     if not r["feasible"]:
         console.print(f"[bold red]infeasible:[/] {r['reason']}")
     mem = Table(title="memory per GPU", show_header=False)
-    mem.add_row("weights", f"{r['weights_per_gpu_gb']:.1f} GB")
-    mem.add_row("KV-cache budget", f"{r['kv_budget_per_gpu_gb']:.1f} GB")
-    mem.add_row("in use at batch", f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.0f} GB")
-    mem.add_row("batch / largest that fits", f"{r['batch']} / {r['max_batch']}")
+    mem.add_row("weights", f"{r['weights_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.1f} GB")
+    if r["kv_budget_per_gpu_gb"] > 0:
+        mem.add_row("KV-cache budget", f"{r['kv_budget_per_gpu_gb']:.1f} GB")
+        mem.add_row("in use at batch", f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.1f} GB")
+        mem.add_row("batch / largest that fits", f"{r['batch']} / {r['max_batch']}")
+    else:
+        mem.add_row("short by", f"{-r['kv_budget_per_gpu_gb']:.1f} GB (weights + workspace + reserve)")
     console.print(mem)
     if r["feasible"]:
         t = Table(title="decode step (per token round)", show_header=True)

@@ -20,7 +20,7 @@ import numpy as np
 from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
 from objectives.batch import ConfigBatch, build_batch, concat
 from objectives.efficiency import EfficiencyModel, default_efficiency
-from objectives.models import UnknownModelError, load_model
+from objectives.models import ModelSpec, UnknownModelError, load_model
 from objectives.serving import evaluate, offline_max_throughput
 
 SCENARIOS = {
@@ -56,7 +56,8 @@ def load_measurements(path: str | Path) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=256)
-def _model(name: str):  # noqa: ANN202 - ModelSpec is frozen, so sharing it is safe
+def _model(name: str) -> ModelSpec:
+    """Catalog models are frozen dataclasses, so one instance can be shared."""
     return load_model(name)
 
 

@@ -105,8 +105,8 @@ def test_llama_8b_decode_batch1_reads_linear_weights_and_lm_head_not_embedding()
     # x 1024 tokens = 134,217,728 B
     kv_bytes = L * 2 * NKV * HD * 2 * 1024
     assert kv_bytes == 134_217_728
-    # (paged KV reads may have their own achieved-bandwidth fraction, eff_kv_bw)
-    kv_bw = b.hbm_bw_bytes_per_s[0] * getattr(b, "eff_kv_bw", b.eff_bw)[0]
+    # (paged KV reads have their own achieved-bandwidth fraction, eff_kv_bw)
+    kv_bw = b.hbm_bw_bytes_per_s[0] * b.eff_kv_bw[0]
     assert step.kv_memory_s[0] == pytest.approx(kv_bytes / kv_bw, rel=1e-12)
 
     # Fixed per-step runtime overhead: 32 layers x layer_overhead + step_overhead + 1 seq x seq_overhead
