@@ -21,12 +21,13 @@ from objectives.efficiency import default_efficiency
 from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
+from search.sweep_commands import register as _register_sweep_commands
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Find the cheapest fast ways to serve a large language model."
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 GB = 1e9
 
@@ -338,6 +339,9 @@ def _print_estimate(r: dict) -> None:
     )
     for note in r["notes"]:
         console.print(f"[yellow]note:[/] {note}")
+
+
+_register_sweep_commands(app)
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -1,0 +1,504 @@
+"""The sweep driver: exhaustive and guided search over a spec's space, stored as it goes.
+
+Exhaustive: the space is cut into shards of consecutive configuration ids; Ray tasks evaluate
+them vectorized and send back each shard's Pareto front (and every row when the space is small
+enough to store, `STORE_ALL_LIMIT`); the driver merges fronts, so its memory holds fronts, not
+the space. Finished shards and the running front are checkpointed, so a killed driver resumes
+where it stopped and ends with the same exact front.
+
+Guided: an Optuna study in the same database, driven ask-and-tell in waves of `workers` trials,
+each wave's configurations evaluated as Ray tasks in flight together, told in trial order.
+Each ask uses a sampler seeded from (seed, trial number), so a resumed sweep (the trials its
+predecessor asked but never told are finished first, inside their wave) makes the same
+decisions as an uninterrupted one. A configuration already stored is never evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import ray
+import sqlalchemy
+
+from search.distributed import ensure_ray, evaluate_ids, evaluate_shard, summarize_shard
+from search.evaluators import EvalResult, make_evaluator
+from search.pareto import normalized_hypervolume, pareto_mask, to_minimization
+from search.space import SearchSpace
+from search.spec import SweepSpec
+from search.storage import Store
+
+STORE_ALL_LIMIT = 200_000  # exhaustive sweeps up to this size store every evaluation
+EXHAUSTIVE_REFERENCE_LIMIT = 2_000_000  # guided sweeps compute the exact front up to this size
+PENALTY = 1e12  # objective value told to Optuna when the model gives none (does not fit)
+CHECKPOINT_S = 2.0
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class Progress:
+    """What a progress display shows; `callback(progress)` is called as work lands."""
+
+    total: int
+    evaluated: int = 0
+    feasible: int = 0
+    front_size: int = 0
+    hypervolume: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def eta_s(self) -> float | None:
+        done = self.evaluated
+        if not done:
+            return None
+        return (time.monotonic() - self.started) / done * max(self.total - done, 0)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("servesweep")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _spec_json(spec: SweepSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+
+def _front_points(result: EvalResult, space: SearchSpace, spec: SweepSpec) -> list[dict]:
+    return [
+        {**row["config"], "objectives": row["objectives"], "metrics": row["metrics"]}
+        for row in result.rows(space, "front")
+    ]
+
+
+def _hv_frame(objs_min: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return objs_min.min(axis=0), objs_min.max(axis=0)
+
+
+def start_sweep(store: Store, spec: SweepSpec, spec_yaml: str, name: str | None, workers: int) -> str:
+    """Create the sweep record (a name is generated when none is given); returns the name."""
+    name = name or spec.name or f"{spec.model.split('/')[-1].lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    evaluator = make_evaluator(spec)
+    prices = {g: evaluator._price(g) for g in spec.accelerators}  # type: ignore[attr-defined]
+    store.create_sweep(
+        name,
+        spec_yaml=spec_yaml,
+        spec={**spec.model_dump(mode="json"), "_workers": workers},
+        submitter=os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown",
+        code_version=code_version(),
+        price_table={"basis": spec.pricing.basis, "usd_per_gpu_hour": prices},
+    )
+    return name
+
+
+def run_sweep(
+    store: Store,
+    name: str,
+    *,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the stored sweep `name` to completion; returns its summary."""
+    record = store.get_sweep(name)
+    if record is None:
+        raise ValueError(f"no sweep named {name!r} in {store.url}")
+    if record["status"] == "finished":
+        return record["summary"] or {}
+    stored = dict(record["spec"])
+    workers = int(stored.pop("_workers", None) or workers or os.cpu_count() or 1)
+    spec = SweepSpec.model_validate(stored)
+    ensure_ray(ray_address, workers)
+    store.update_sweep(name, status="running", started_at=record.get("started_at") or _now())
+    try:
+        if spec.sampler == "exhaustive":
+            summary = _run_exhaustive(store, name, spec, workers, progress, record.get("summary") or {})
+        else:
+            summary = _run_guided(store, name, spec, workers, progress)
+    except KeyboardInterrupt:
+        store.update_sweep(name, status="interrupted")
+        raise
+    except Exception:
+        store.update_sweep(name, status="failed")
+        raise
+    store.update_sweep(name, status="finished", finished_at=_now(), summary=summary)
+    return summary
+
+
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+# ---------------------------------------------------------------- exhaustive
+
+
+def _shard_size(size: int, workers: int) -> int:
+    return int(min(65_536, max(1_024, -(-size // (workers * 8)))))
+
+
+def _run_exhaustive(
+    store: Store, name: str, spec: SweepSpec, workers: int, progress: ProgressCallback | None, previous: dict
+) -> dict[str, Any]:
+    space = SearchSpace(spec)
+    size = space.size
+    directions = [o.direction for o in spec.objectives]
+    shard = int(previous.get("shard_size") or _shard_size(size, workers))
+    n_shards = -(-size // shard)
+    done: set[int] = set(previous.get("done_shards", []))
+    counts = {"evaluated": int(previous.get("evaluated", 0)), "feasible": int(previous.get("feasible", 0))}
+    reasons: dict[str, int] = dict(previous.get("reasons", {}))
+    keep_all = size <= STORE_ALL_LIMIT
+    spec_json = _spec_json(spec)
+    evaluator = make_evaluator(spec)
+
+    front: EvalResult | None = None
+    if done:  # resume: the checkpointed front covers the finished shards
+        saved = store.latest_front(name, kind="partial")
+        front = _result_from_points((saved or {}).get("points", []), evaluator.constraint_names)
+
+    state = Progress(total=size, evaluated=counts["evaluated"], feasible=counts["feasible"])
+
+    def merge(part: EvalResult) -> None:
+        nonlocal front
+        if len(part) == 0:
+            return
+        both = part if front is None or len(front) == 0 else _concat_results(front, part)
+        keep = np.flatnonzero(pareto_mask(to_minimization(both.objectives, directions)))
+        front = both.take(keep)
+
+    def checkpoint(final: bool = False) -> None:
+        pts = _front_points(front, space, spec) if front is not None else []
+        store.save_front(name, "final" if final else "partial", pts, None, None)
+        store.update_sweep(
+            name,
+            summary={
+                "kind": "exhaustive",
+                "shard_size": shard,
+                "done_shards": sorted(done),
+                "space_size": size,
+                **counts,
+                "reasons": reasons,
+            },
+        )
+
+    pending = [i for i in range(n_shards) if i not in done]
+    in_flight: dict[Any, int] = {}
+    last = time.monotonic()
+    while pending or in_flight:
+        while pending and len(in_flight) < 2 * workers:
+            i = pending.pop(0)
+            ref = evaluate_shard.remote(spec_json, i * shard, min(size, (i + 1) * shard), keep_all)
+            in_flight[ref] = i
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            i = in_flight.pop(ref)
+            part = ray.get(ref)
+            if keep_all and part["all"] is not None:
+                store.add_evaluations(name, part["all"].rows(space, evaluator.name))
+            merge(part["front"])
+            counts["evaluated"] += part["evaluated"]
+            counts["feasible"] += part["feasible"]
+            for r, c in part["reasons"].items():
+                reasons[r] = reasons.get(r, 0) + c
+            done.add(i)
+        state.evaluated, state.feasible = counts["evaluated"], counts["feasible"]
+        state.front_size = 0 if front is None else len(front)
+        if progress:
+            progress(state)
+        if time.monotonic() - last > CHECKPOINT_S:
+            checkpoint()
+            last = time.monotonic()
+    if not keep_all and front is not None:
+        store.add_evaluations(name, front.rows(space, evaluator.name))
+    hv = None
+    if front is not None and len(front):
+        objs = to_minimization(front.objectives, directions)
+        ideal, nadir = _hv_frame(objs)
+        hv = normalized_hypervolume(objs, ideal, nadir)
+    checkpoint()
+    pts = _front_points(front, space, spec) if front is not None else []
+    store.save_front(name, "final", pts, hv, None)
+    state.hypervolume = hv
+    if progress:
+        progress(state)
+    return {
+        "kind": "exhaustive",
+        "space_size": size,
+        "shard_size": shard,
+        "done_shards": sorted(done),
+        **counts,
+        "reasons": reasons,
+        "front_size": len(pts),
+        "hypervolume": hv,
+        "stored_every_evaluation": keep_all,
+    }
+
+
+def _result_from_points(points: list[dict], constraint_names: list[str]) -> EvalResult | None:
+    """An EvalResult of stored front points (all feasible), without evaluating them again."""
+    if not points:
+        return None
+    metric_names = [k for k in points[0]["metrics"] if k != "constraints"]
+    return EvalResult(
+        ids=np.array([p["id"] for p in points], dtype=np.int64),
+        feasible=np.ones(len(points), dtype=bool),
+        reason=["" for _ in points],
+        objectives=np.array([[np.nan if v is None else v for v in p["objectives"]] for p in points]),
+        constraints=np.array([[p["metrics"]["constraints"].get(c) or 0.0 for c in constraint_names] for p in points]),
+        constraint_names=constraint_names,
+        metrics={
+            k: np.array([np.nan if p["metrics"][k] is None else p["metrics"][k] for p in points]) for k in metric_names
+        },
+    )
+
+
+def _concat_results(a: EvalResult, b: EvalResult) -> EvalResult:
+    return EvalResult(
+        ids=np.concatenate([a.ids, b.ids]),
+        feasible=np.concatenate([a.feasible, b.feasible]),
+        reason=[*a.reason, *b.reason],
+        objectives=np.vstack([a.objectives, b.objectives]),
+        constraints=np.vstack([a.constraints, b.constraints]),
+        constraint_names=a.constraint_names,
+        metrics={k: np.concatenate([a.metrics[k], b.metrics[k]]) for k in a.metrics},
+    )
+
+
+def exact_front(spec: SweepSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, minimization-form objectives) of the exact feasible front, computed in-process in
+    chunks (the reference a guided search is measured against)."""
+    ev = make_evaluator(spec)
+    space = SearchSpace(spec)
+    directions = [o.direction for o in spec.objectives]
+    ids = np.zeros(0, dtype=np.int64)
+    objs = np.zeros((0, len(directions)))
+    for start in range(0, space.size, 65_536):
+        r = ev.evaluate(np.arange(start, min(space.size, start + 65_536)))
+        s = summarize_shard(r, directions, keep_all=False)["front"]
+        ids = np.concatenate([ids, s.ids])
+        objs = np.vstack([objs, to_minimization(s.objectives, directions)])
+        keep = pareto_mask(objs)
+        ids, objs = ids[keep], objs[keep]
+    return ids, objs
+
+
+# ---------------------------------------------------------------- guided
+
+
+def make_optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on the sweep database (SQLite: WAL, 30 s busy timeout,
+    synchronous=NORMAL, which WAL keeps crash-safe)."""
+    if not url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    engine = storage.engine
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    engine.dispose()
+    return storage
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """A sampler of the spec's kind; constraints are read from trial.set_constraint."""
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if kind == "gp":
+        try:
+            import scipy  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError("sampler 'gp' needs PyTorch and SciPy: pip install 'servesweep[gp]'") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def _ask_seed(seed: int, number: int) -> int:
+    return (seed * 1_000_003 + number * 7_919 + 17) % (2**31 - 1)
+
+
+def _run_guided(
+    store: Store, name: str, spec: SweepSpec, workers: int, progress: ProgressCallback | None
+) -> dict[str, Any]:
+    space = SearchSpace(spec)
+    directions = [o.direction for o in spec.objectives]
+    spec_json = _spec_json(spec)
+    evaluator = make_evaluator(spec)
+    optuna_storage = make_optuna_storage(store.url)
+    study_name = f"servesweep:{name}"
+    study = optuna.create_study(
+        storage=optuna_storage, study_name=study_name, directions=directions, load_if_exists=True
+    )
+    store.update_sweep(name, optuna_study_name=study_name)
+    budget_trials = spec.budget.trials
+    deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
+    known = {r["config_key"]: r for r in store.get_evaluations(name)}
+    state = Progress(total=budget_trials or space.size)
+
+    def finished_trials() -> list[optuna.trial.FrozenTrial]:
+        return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+    while True:
+        all_trials = study.get_trials(deepcopy=False)
+        running = [t for t in all_trials if t.state == optuna.trial.TrialState.RUNNING]
+        # Waves are trials [k * workers, (k + 1) * workers). Trials a killed driver asked but
+        # never told are RUNNING: their wave is finished first, asking only what it lacked.
+        if running:
+            wave_start = min(t.number for t in running) // workers * workers
+        else:
+            wave_start = len(all_trials)
+        in_wave = [t for t in all_trials if t.number >= wave_start]
+        n_complete = len(all_trials) - len(running)
+        if not running and (
+            (budget_trials is not None and n_complete >= budget_trials)
+            or (deadline is not None and time.monotonic() >= deadline)
+        ):
+            break
+        # ask the rest of this wave (all of it, unless a killed driver had asked part of it)
+        wave_size = workers if budget_trials is None else min(workers, budget_trials - wave_start)
+        trials: list[tuple[int, dict[str, Any], optuna.trial.Trial]] = []
+        for t in in_wave:
+            if t.state == optuna.trial.TrialState.RUNNING:
+                # A killed driver may have stopped between two suggestions: finish them with the
+                # sampler seeded as it was, against the same history, so the params match.
+                study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, t.number))
+                trial = optuna.trial.Trial(study, t._trial_id)
+                trials.append((t.number, _suggest(trial, space), trial))
+        for _ in range(max(0, wave_size - len(in_wave))):
+            number = len(study.get_trials(deepcopy=False))
+            study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, number))
+            trial = study.ask()
+            trials.append((trial.number, _suggest(trial, space), trial))
+        if not trials:
+            break
+        trials.sort(key=lambda t: t[0])
+        ids = np.array([space.id_of(p) for _, p, _ in trials], dtype=np.int64)
+        keys = [space.key(space.config(int(i))) for i in ids]
+        todo = sorted({int(i) for i, k in zip(ids, keys, strict=True) if k not in known})
+        refs = [evaluate_ids.remote(spec_json, np.array([i], dtype=np.int64)) for i in todo]
+        new_rows: list[dict] = []
+        for ref in refs:
+            result = ray.get(ref)
+            new_rows.extend(result.rows(space, evaluator.name))
+        number_of = {k: n for (n, _, _), k in zip(trials, keys, strict=True)}
+        for row in new_rows:
+            row["trial_number"] = number_of.get(row["config_key"])
+            known[row["config_key"]] = row
+        if new_rows:
+            store.add_evaluations(name, new_rows)
+        for (_number, _params, trial), key in zip(trials, keys, strict=True):
+            _tell(study, trial, known[key], evaluator.constraint_names, directions)
+        done = finished_trials()
+        state.evaluated = len(done)
+        state.feasible = sum(1 for t in done if t.user_attrs.get("feasible"))
+        if progress:
+            front = _study_front(done, directions)
+            state.front_size = len(front)
+            progress(state)
+    done = finished_trials()
+    return _guided_summary(store, name, spec, space, done, directions)
+
+
+def _suggest(trial: optuna.trial.Trial, space: SearchSpace) -> dict[str, Any]:
+    return {d.name: trial.suggest_categorical(d.name, list(d.values)) for d in space.dimensions}
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.trial.Trial,
+    row: dict,
+    constraint_names: list[str],
+    directions: list[str],
+) -> None:
+    values = [PENALTY if v is None else float(v) for v in row["objectives"]]
+    values = [(-PENALTY if d == "maximize" and v == PENALTY else v) for v, d in zip(values, directions, strict=True)]
+    cons = row["metrics"].get("constraints", {})
+    already = study._storage.get_trial_system_attrs(trial._trial_id)
+    for cname in constraint_names:
+        value = cons.get(cname)
+        if not any(k.endswith(f":{cname}") for k in already):  # else set before a driver was killed
+            trial.set_constraint(cname, 1e30 if value is None else float(value))
+    trial.set_user_attr("feasible", bool(row["feasible"]))
+    trial.set_user_attr("reason", row.get("reason") or "")
+    trial.set_user_attr("config_key", row["config_key"])
+    for k, v in row["metrics"].items():
+        if k != "constraints":
+            trial.set_user_attr(k, v)
+    study.tell(trial, values, skip_if_finished=True)
+
+
+def _study_front(trials: list[optuna.trial.FrozenTrial], directions: list[str]) -> list[optuna.trial.FrozenTrial]:
+    feas = [t for t in trials if t.user_attrs.get("feasible") and t.values is not None]
+    if not feas:
+        return []
+    objs = to_minimization(np.array([t.values for t in feas]), directions)
+    keep = pareto_mask(objs)
+    return [t for t, k in zip(feas, keep, strict=True) if k]
+
+
+def _guided_summary(
+    store: Store,
+    name: str,
+    spec: SweepSpec,
+    space: SearchSpace,
+    trials: list[optuna.trial.FrozenTrial],
+    directions: list[str],
+) -> dict[str, Any]:
+    front = _study_front(trials, directions)
+    keys = [t.user_attrs["config_key"] for t in front]
+    rows = {r["config_key"]: r for r in store.get_evaluations(name, keys=keys)}
+    points = [
+        {**rows[k]["config"], "objectives": rows[k]["objectives"], "metrics": rows[k]["metrics"]}
+        for k in dict.fromkeys(keys)
+    ]
+    objs = to_minimization(np.array([t.values for t in front]), directions) if front else np.zeros((0, len(directions)))
+    summary: dict[str, Any] = {
+        "kind": "guided",
+        "sampler": spec.sampler,
+        "space_size": space.size,
+        "trials": len(trials),
+        "evaluated": len({t.user_attrs.get("config_key") for t in trials}),
+        "feasible": sum(1 for t in trials if t.user_attrs.get("feasible")),
+        "front_size": len(points),
+    }
+    hv = None
+    if space.size <= EXHAUSTIVE_REFERENCE_LIMIT:
+        _, exact = exact_front(spec)
+        if len(exact):
+            ideal, nadir = _hv_frame(exact)
+            exact_hv = normalized_hypervolume(exact, ideal, nadir)
+            hv = normalized_hypervolume(objs, ideal, nadir) if len(objs) else 0.0
+            summary.update(
+                exact_front_size=len(exact),
+                exact_hypervolume=exact_hv,
+                hypervolume_ratio=(hv / exact_hv if exact_hv > 0 else None),
+            )
+    elif len(objs):
+        ideal, nadir = _hv_frame(objs)
+        hv = normalized_hypervolume(objs, ideal, nadir)
+    summary["hypervolume"] = hv
+    store.save_front(name, "final", points, hv, None)
+    return summary

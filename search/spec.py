@@ -1,0 +1,246 @@
+"""The sweep spec: one YAML file, validated by one pydantic schema.
+
+    name: llama-70b-chat
+    model: meta-llama/Llama-3.1-70B-Instruct
+    workload: chat                      # a preset name, or an explicit workload
+    accelerators: [H100-SXM, MI300X]    # or "all"
+    space: {tp: [1, 2, 4, 8], weights: [bf16, fp8], max_batch: [8, 32, 128]}
+    objectives: [{metric: tpot, percentile: 99}, {metric: usd_per_million_output_tokens}]
+    constraints: {max_gpus: 64, max_usd_per_hour: 400}
+    pricing: {basis: cloud}
+    evaluator: analytic
+    sampler: tpe
+    budget: {trials: 500}
+    seed: 0
+
+Errors name the field and the allowed values (`load_spec` wraps pydantic's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
+from objectives.models import UnknownModelError, load_model
+from objectives.quantization import KV_CACHE_BYTES, get_scheme
+from workloads import Workload, get_preset
+
+LATENCY_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
+OBJECTIVE_METRICS = {
+    **LATENCY_METRICS,
+    "usd_per_million_output_tokens": "usd_per_million_output_tokens",
+    "usd_per_hour": "usd_per_hour",
+    "energy_j_per_output_token": "energy_j_per_output_token",
+    "gpus": "total_gpus",
+    "output_tokens_per_s_per_gpu": "output_tokens_per_s_per_gpu",
+}
+MAXIMIZED = {"output_tokens_per_s_per_gpu"}
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be used; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Space(_Strict):
+    """Values each dimension of the search space may take."""
+
+    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
+    pp: list[int] = Field(default_factory=lambda: [1])
+    ep: list[int] = Field(default_factory=lambda: [1])
+    weights: list[str] = Field(default_factory=lambda: ["bf16", "fp8"])
+    kv_cache: list[str] = Field(default_factory=lambda: ["bf16", "fp8"])
+    max_batch: list[int] = Field(default_factory=lambda: [1, 4, 16, 64, 256])
+    chunked_prefill: list[int] = Field(default_factory=lambda: [8192])
+    replicas: Literal["auto"] | list[int] = "auto"
+
+    @field_validator("tp", "pp", "ep", "max_batch", "chunked_prefill")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if not values:
+            raise ValueError("needs at least one value")
+        if any(v < 1 for v in values):
+            raise ValueError(f"values must be >= 1, got {values}")
+        return sorted(set(values))
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: Literal["auto"] | list[int]) -> Literal["auto"] | list[int]:
+        if isinstance(value, list) and (not value or any(v < 1 for v in value)):
+            raise ValueError("replicas must be 'auto' or a non-empty list of integers >= 1")
+        return sorted(set(value)) if isinstance(value, list) else value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("needs at least one value")
+        return [get_scheme(v).name for v in values]
+
+    @field_validator("kv_cache")
+    @classmethod
+    def _kv(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("needs at least one value")
+        bad = [v for v in values if v.lower() not in KV_CACHE_BYTES]
+        if bad:
+            raise ValueError(f"unknown KV-cache dtype {bad}; allowed: {', '.join(KV_CACHE_BYTES)}")
+        return [v.lower() for v in values]
+
+
+class Objective(_Strict):
+    """One objective: a metric, minimized (or maximized for throughput), at a percentile for
+    latencies (the analytic evaluator gives means; the simulator gives percentiles)."""
+
+    metric: str
+    percentile: float = Field(default=50.0, gt=0, le=100)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in OBJECTIVE_METRICS:
+            raise ValueError(f"unknown objective metric {value!r}; allowed: {', '.join(OBJECTIVE_METRICS)}")
+        return value
+
+    @property
+    def column(self) -> str:
+        return OBJECTIVE_METRICS[self.metric]
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        return "maximize" if self.metric in MAXIMIZED else "minimize"
+
+
+class Constraints(_Strict):
+    """Feasibility limits beyond fitting in memory: the workload's SLOs (on by default), the
+    fleet size and the hourly budget."""
+
+    slos: bool = True
+    max_gpus: int | None = Field(default=None, ge=1)
+    max_usd_per_hour: float | None = Field(default=None, gt=0)
+
+
+class Pricing(_Strict):
+    """Cloud on-demand prices from the catalog (or `price_file`), or owned TCO."""
+
+    basis: Literal["cloud", "owned"] = "cloud"
+    price_file: str | None = None  # GPU YAML overriding prices / specs
+    years: float | None = Field(default=None, gt=0)
+    usd_per_kwh: float | None = Field(default=None, ge=0)
+    pue: float | None = Field(default=None, ge=1)
+    hosting_usd_per_kw_month: float | None = Field(default=None, ge=0)
+
+
+class Budget(_Strict):
+    """When a guided search stops: after `trials` trials or `wall_time_s` seconds."""
+
+    trials: int | None = Field(default=200, ge=1)
+    wall_time_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.trials is None and self.wall_time_s is None:
+            raise ValueError("give `trials` or `wall_time_s` (or both)")
+        return self
+
+
+class SweepSpec(_Strict):
+    """A whole sweep."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    model: str
+    workload: str | Workload = "chat"
+    accelerators: Literal["all"] | list[str] = "all"
+    space: Space = Field(default_factory=Space)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [
+            Objective(metric="tpot", percentile=99),
+            Objective(metric="usd_per_million_output_tokens"),
+        ]
+    )
+    constraints: Constraints = Field(default_factory=Constraints)
+    pricing: Pricing = Field(default_factory=Pricing)
+    evaluator: Literal["analytic"] = "analytic"
+    sampler: Literal["tpe", "nsga2", "gp", "exhaustive"] = "tpe"
+    budget: Budget = Field(default_factory=Budget)
+    seed: int = 0
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        try:
+            return load_model(value).id if not Path(value).exists() else value
+        except UnknownModelError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, value: str | Workload) -> str | Workload:
+        if isinstance(value, str):
+            get_preset(value)  # raises with the preset names
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, values: list[Objective]) -> list[Objective]:
+        if not 1 <= len(values) <= 3:
+            raise ValueError("give one to three objectives")
+        if len({v.metric for v in values}) != len(values):
+            raise ValueError("objectives must be distinct")
+        return values
+
+    @model_validator(mode="after")
+    def _accelerators(self) -> SweepSpec:
+        catalog = load_accelerators(self.pricing.price_file)
+        if self.accelerators == "all":
+            self.accelerators = sorted(catalog)
+        else:
+            try:
+                self.accelerators = [get_accelerator(a, catalog).id for a in self.accelerators]
+            except UnknownAcceleratorError as exc:
+                raise ValueError(f"accelerators: {exc}") from None
+            if not self.accelerators:
+                raise ValueError("accelerators: give at least one, or 'all'")
+        return self
+
+    def resolved_workload(self) -> Workload:
+        return get_preset(self.workload) if isinstance(self.workload, str) else self.workload
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "invalid sweep spec:\n" + "\n".join(lines)
+
+
+def parse_spec(data: Any) -> SweepSpec:
+    """A SweepSpec from parsed YAML; SpecError names every bad field."""
+    if not isinstance(data, dict):
+        raise SpecError("invalid sweep spec: the top level must be a mapping of fields")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc)) from None
+
+
+def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
+    """(spec, the YAML text) from a file; SpecError for unreadable or invalid files."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read sweep spec {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"sweep spec {p} is not valid YAML: {exc}") from None
+    return parse_spec(data), text

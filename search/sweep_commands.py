@@ -1,0 +1,290 @@
+"""`servesweep run | ls | show | front | export | dashboard`: sweeps from the command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from search.spec import SpecError, load_spec
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        envvar="SERVESWEEP_STORAGE",
+        help="database URL (default: sqlite:///servesweep.db in the working directory)",
+    ),
+]
+
+
+def _store(url: str | None) -> Any:
+    from search.storage import Store, default_storage_url
+
+    try:
+        return Store(url or default_storage_url())
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def run(
+    spec_path: Annotated[Path | None, typer.Argument(help="sweep spec YAML", show_default=False)] = None,
+    storage: StorageOpt = None,
+    ray_address: Annotated[str | None, typer.Option(envvar="RAY_ADDRESS", help="join this Ray cluster")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray tasks in flight (default: CPUs)")] = None,
+    name: Annotated[str | None, typer.Option(help="name of the sweep (default: from the spec)")] = None,
+    resume: Annotated[str | None, typer.Option(help="finish the stored sweep of this name")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Run a sweep (or --resume one) and store every evaluation."""
+    from search.runner import Progress as RunProgress
+    from search.runner import run_sweep, start_sweep
+
+    if (spec_path is None) == (resume is None):
+        _fail("give a spec file to start a sweep, or --resume NAME to finish one (not both)")
+    store = _store(storage)
+    if resume is None:
+        try:
+            spec, text = load_spec(spec_path)  # type: ignore[arg-type]
+        except SpecError as exc:
+            _fail(str(exc))
+            return
+        try:
+            sweep_name = start_sweep(store, spec, text, name, workers or _cpus())
+        except ValueError as exc:
+            _fail(str(exc))
+            return
+    else:
+        sweep_name = resume
+        record = store.get_sweep(resume)
+        if record is None:
+            _fail(f"no sweep named {resume!r} in {store.url}")
+    console.print(f"sweep [bold]{sweep_name}[/] -> {store.url}")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("evaluating", total=None, info="")
+
+        def on_progress(p: RunProgress) -> None:
+            eta = p.eta_s
+            hv = "-" if p.hypervolume is None else f"{p.hypervolume:.4f}"
+            info = (
+                f"evaluated {p.evaluated:,}  feasible {p.feasible:,}  front {p.front_size}  "
+                f"HV {hv}  left {'-' if eta is None else f'{eta:,.0f} s'}"
+            )
+            bar.update(task, total=p.total, completed=min(p.evaluated, p.total), info=info)
+
+        try:
+            summary = run_sweep(store, sweep_name, ray_address=ray_address, workers=workers, progress=on_progress)
+        except ValueError as exc:
+            _fail(str(exc))
+            return
+    console.print(_summary_line(summary))
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _summary_line(s: dict) -> str:
+    parts = [
+        f"{k}={_fmt(s.get(k))}"
+        for k in ("kind", "space_size", "evaluated", "feasible", "front_size", "hypervolume", "hypervolume_ratio")
+        if k in s
+    ]
+    return "done: " + "  ".join(parts)
+
+
+def ls(storage: StorageOpt = None) -> None:
+    """List the sweeps in the database."""
+    store = _store(storage)
+    table = Table(title=f"sweeps in {store.url}")
+    for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter"):
+        table.add_column(col)
+    for s in store.list_sweeps():
+        summary = s.get("summary") or {}
+        table.add_row(
+            s["name"],
+            s["status"],
+            s["spec"].get("model", ""),
+            s["spec"].get("sampler", ""),
+            _fmt(summary.get("evaluated")),
+            _fmt(summary.get("front_size")),
+            _fmt(s.get("created_at")),
+            _fmt(s.get("submitter")),
+        )
+    console.print(table)
+
+
+def show(name: str, storage: StorageOpt = None) -> None:
+    """Show one sweep: its spec, status, times and summary."""
+    store = _store(storage)
+    s = store.get_sweep(name)
+    if s is None:
+        _fail(f"no sweep named {name!r} in {store.url}")
+        return
+    counts = store.count_evaluations(name)
+    console.print(
+        f"[bold]{s['name']}[/]  status {s['status']}  submitter {s.get('submitter')}  code {s.get('code_version')}"
+    )
+    console.print(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
+    console.print(f"stored evaluations: {counts}")
+    console.print_json(json.dumps({"summary": _short(s.get("summary") or {}), "price_table": s.get("price_table")}))
+    console.print(s.get("spec_yaml") or "")
+
+
+def _short(summary: dict) -> dict:
+    out = dict(summary)
+    if "done_shards" in out:
+        out["done_shards"] = len(out["done_shards"])
+    return out
+
+
+def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
+    """(column names, flat rows) of a sweep's final front, sorted by the first objective."""
+    s = store.get_sweep(name)
+    if s is None:
+        _fail(f"no sweep named {name!r} in {store.url}")
+    f = store.latest_front(name, kind="final")
+    if f is None:
+        _fail(f"sweep {name!r} has no final front yet (status {s['status']}); run or resume it first")
+    objectives = [o["metric"] for o in s["spec"]["objectives"]]
+    rows = []
+    for p in f["points"]:
+        row = {k: v for k, v in p.items() if k not in ("objectives", "metrics", "id")}
+        row.update({f"objective_{m}": v for m, v in zip(objectives, p["objectives"], strict=True)})
+        row.update({k: v for k, v in p["metrics"].items() if k != "constraints"})
+        rows.append(row)
+    rows.sort(key=lambda r: (r[f"objective_{objectives[0]}"] is None, r[f"objective_{objectives[0]}"]))
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return columns, rows
+
+
+def front(
+    name: str,
+    storage: StorageOpt = None,
+    format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """Print the Pareto front of a sweep."""
+    if format not in ("table", "csv", "json"):
+        _fail(f"unknown format {format!r}; use table, csv or json")
+    store = _store(storage)
+    columns, rows = front_rows(store, name)
+    if format == "json":
+        print(json.dumps({"sweep": name, "front": rows}, indent=2))
+    elif format == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+        print(buf.getvalue(), end="")
+    else:
+        config = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill")
+        shown = [c for c in columns if c in config or c.startswith("objective_")]
+        shown += [c for c in ("replicas", "total_gpus", "usd_per_hour") if c in columns]
+        table = Table(title=f"Pareto front of {name} ({len(rows)} points)")
+        for c in shown:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*[_fmt(r.get(c)) for c in shown])
+        console.print(table)
+
+
+def export(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="file: .csv, .json or .parquet")],
+    storage: StorageOpt = None,
+    what: Annotated[str, typer.Option(help="front or evaluations")] = "front",
+) -> None:
+    """Write a sweep's front (or every stored evaluation) to a file."""
+    store = _store(storage)
+    if what == "front":
+        columns, rows = front_rows(store, name)
+    elif what == "evaluations":
+        if store.get_sweep(name) is None:
+            _fail(f"no sweep named {name!r} in {store.url}")
+        rows = []
+        for e in store.get_evaluations(name):
+            row = {
+                **{k: v for k, v in e["config"].items() if k != "id"},
+                "feasible": e["feasible"],
+                "reason": e.get("reason"),
+            }
+            row.update({k: v for k, v in (e.get("metrics") or {}).items() if k != "constraints"})
+            rows.append(row)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    else:
+        _fail(f"--what must be front or evaluations, not {what!r}")
+        return
+    suffix = output.suffix.lower()
+    if suffix == ".json":
+        output.write_text(json.dumps(rows, indent=2) + "\n")
+    elif suffix == ".csv":
+        with output.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+    elif suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            _fail("writing .parquet needs pyarrow: pip install 'servesweep[parquet]'")
+            return
+        pq.write_table(pa.Table.from_pylist(rows), output)
+    else:
+        _fail(f"unknown export format {suffix or output.name!r}; use .csv, .json or .parquet")
+    console.print(f"wrote {len(rows)} rows to {output}")
+
+
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8080,
+) -> None:
+    """Start optuna-dashboard on the sweep database (guided sweeps are Optuna studies)."""
+    from search.storage import default_storage_url
+
+    url = storage or default_storage_url()
+    console.print(f"optuna-dashboard on {url} at http://{host}:{port}")
+    cmd = [sys.executable, "-m", "optuna_dashboard", url, "--host", host, "--port", str(port)]
+    try:
+        raise typer.Exit(code=subprocess.call(cmd))
+    except FileNotFoundError:
+        _fail("optuna-dashboard is not installed: pip install optuna-dashboard")
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (run, ls, show, front, export, dashboard):
+        app.command()(fn)
