@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import optuna
 import ray
-import sqlalchemy
 
 from search.distributed import ensure_ray, evaluate_ids, evaluate_shard, summarize_shard
 from search.evaluators import EvalResult, make_evaluator
+from search.optuna_storage import make_optuna_storage
 from search.pareto import normalized_hypervolume, pareto_mask, to_minimization
 from search.space import SearchSpace
 from search.spec import SweepSpec
@@ -111,8 +111,14 @@ def run_sweep(
     ray_address: str | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    local: bool = False,
+    optuna_storage: optuna.storages.BaseStorage | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the stored sweep `name` to completion; returns its summary."""
+    """Run (or resume) the stored sweep `name` to completion; returns its summary.
+
+    `local` evaluates guided trials in this process instead of on Ray, and `optuna_storage`
+    replaces the study's storage (the benchmark compares persistence with Optuna's in-memory
+    storage this way); neither is needed in normal use."""
     record = store.get_sweep(name)
     if record is None:
         raise ValueError(f"no sweep named {name!r} in {store.url}")
@@ -121,13 +127,14 @@ def run_sweep(
     stored = dict(record["spec"])
     workers = int(stored.pop("_workers", None) or workers or os.cpu_count() or 1)
     spec = SweepSpec.model_validate(stored)
-    ensure_ray(ray_address, workers)
+    if not local:
+        ensure_ray(ray_address, workers)
     store.update_sweep(name, status="running", started_at=record.get("started_at") or _now())
     try:
         if spec.sampler == "exhaustive":
             summary = _run_exhaustive(store, name, spec, workers, progress, record.get("summary") or {})
         else:
-            summary = _run_guided(store, name, spec, workers, progress)
+            summary = _run_guided(store, name, spec, workers, progress, local, optuna_storage)
     except KeyboardInterrupt:
         store.update_sweep(name, status="interrupted")
         raise
@@ -300,26 +307,6 @@ def exact_front(spec: SweepSpec) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- guided
 
 
-def make_optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on the sweep database (SQLite: WAL, 30 s busy timeout,
-    synchronous=NORMAL, which WAL keeps crash-safe)."""
-    if not url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
-    engine = storage.engine
-
-    @sqlalchemy.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    engine.dispose()
-    return storage
-
-
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     """A sampler of the spec's kind; constraints are read from trial.set_constraint."""
     if kind == "tpe":
@@ -341,13 +328,19 @@ def _ask_seed(seed: int, number: int) -> int:
 
 
 def _run_guided(
-    store: Store, name: str, spec: SweepSpec, workers: int, progress: ProgressCallback | None
+    store: Store,
+    name: str,
+    spec: SweepSpec,
+    workers: int,
+    progress: ProgressCallback | None,
+    local: bool = False,
+    optuna_storage: optuna.storages.BaseStorage | None = None,
 ) -> dict[str, Any]:
     space = SearchSpace(spec)
     directions = [o.direction for o in spec.objectives]
     spec_json = _spec_json(spec)
     evaluator = make_evaluator(spec)
-    optuna_storage = make_optuna_storage(store.url)
+    optuna_storage = optuna_storage or make_optuna_storage(store.url)
     study_name = f"servesweep:{name}"
     study = optuna.create_study(
         storage=optuna_storage, study_name=study_name, directions=directions, load_if_exists=True
@@ -387,10 +380,12 @@ def _run_guided(
                 study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, t.number))
                 trial = optuna.trial.Trial(study, t._trial_id)
                 trials.append((t.number, _suggest(trial, space), trial))
-        for _ in range(max(0, wave_size - len(in_wave))):
-            number = len(study.get_trials(deepcopy=False))
+        for k in range(max(0, wave_size - len(in_wave))):
+            number = len(all_trials) + k  # the number study.ask() gives next
             study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, number))
             trial = study.ask()
+            if trial.number != number:  # trials were enqueued or created by another process
+                raise RuntimeError(f"study {study_name} changed under the driver (trial {trial.number} != {number})")
             trials.append((trial.number, _suggest(trial, space), trial))
         if not trials:
             break
@@ -398,10 +393,13 @@ def _run_guided(
         ids = np.array([space.id_of(p) for _, p, _ in trials], dtype=np.int64)
         keys = [space.key(space.config(int(i))) for i in ids]
         todo = sorted({int(i) for i, k in zip(ids, keys, strict=True) if k not in known})
-        refs = [evaluate_ids.remote(spec_json, np.array([i], dtype=np.int64)) for i in todo]
         new_rows: list[dict] = []
-        for ref in refs:
-            result = ray.get(ref)
+        if local:
+            results = [evaluator.evaluate(np.array(todo, dtype=np.int64))] if todo else []
+        else:
+            refs = [evaluate_ids.remote(spec_json, np.array([i], dtype=np.int64)) for i in todo]
+            results = [ray.get(ref) for ref in refs]
+        for result in results:
             new_rows.extend(result.rows(space, evaluator.name))
         number_of = {k: n for (n, _, _), k in zip(trials, keys, strict=True)}
         for row in new_rows:
@@ -411,12 +409,11 @@ def _run_guided(
             store.add_evaluations(name, new_rows)
         for (_number, _params, trial), key in zip(trials, keys, strict=True):
             _tell(study, trial, known[key], evaluator.constraint_names, directions)
-        done = finished_trials()
-        state.evaluated = len(done)
-        state.feasible = sum(1 for t in done if t.user_attrs.get("feasible"))
         if progress:
-            front = _study_front(done, directions)
-            state.front_size = len(front)
+            done = finished_trials()
+            state.evaluated = len(done)
+            state.feasible = sum(1 for t in done if t.user_attrs.get("feasible"))
+            state.front_size = len(_study_front(done, directions))
             progress(state)
     done = finished_trials()
     return _guided_summary(store, name, spec, space, done, directions)

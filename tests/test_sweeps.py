@@ -15,8 +15,9 @@ import optuna
 import pytest
 import yaml
 
+from search.optuna_storage import make_optuna_storage
 from search.pareto import hypervolume, pareto_mask
-from search.runner import exact_front, make_optuna_storage, run_sweep, start_sweep
+from search.runner import exact_front, run_sweep, start_sweep
 from search.space import SearchSpace
 from search.spec import SpecError, load_spec, parse_spec
 from search.storage import Store
