@@ -28,7 +28,7 @@ import ray
 
 from search.distributed import ensure_ray, evaluate_ids, evaluate_shard, summarize_shard
 from search.evaluators import EvalResult, make_evaluator
-from search.optuna_storage import make_optuna_storage
+from search.optuna_storage import add_trials, make_optuna_storage
 from search.pareto import normalized_hypervolume, pareto_mask, to_minimization
 from search.space import SearchSpace
 from search.spec import SweepSpec
@@ -336,87 +336,74 @@ def _run_guided(
     local: bool = False,
     optuna_storage: optuna.storages.BaseStorage | None = None,
 ) -> dict[str, Any]:
+    """Ask-and-tell in waves of `workers` trials on an in-memory study (so the sampler never
+    waits on the database), persisting each finished wave to the stored study — one
+    transaction per trial, in trial order — after its evaluations are stored. A resumed driver
+    reloads the stored trials of whole waves and replays the wave that was cut short; its asks
+    repeat (same history, same per-trial seeds) and find their evaluations already stored."""
     space = SearchSpace(spec)
     directions = [o.direction for o in spec.objectives]
     spec_json = _spec_json(spec)
     evaluator = make_evaluator(spec)
+    stored_study_name = f"servesweep:{name}"
     optuna_storage = optuna_storage or make_optuna_storage(store.url)
-    study_name = f"servesweep:{name}"
-    study = optuna.create_study(
-        storage=optuna_storage, study_name=study_name, directions=directions, load_if_exists=True
+    stored = optuna.create_study(
+        storage=optuna_storage,
+        study_name=stored_study_name,
+        directions=directions,
+        load_if_exists=True,
     )
-    store.update_sweep(name, optuna_study_name=study_name)
+    store.update_sweep(name, optuna_study_name=stored_study_name)
+    persisted = stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    whole_waves = len(persisted) // workers * workers
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=directions)
+    study.add_trials(persisted[:whole_waves])
+    n_persisted = len(persisted)
     budget_trials = spec.budget.trials
     deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
     known = {r["config_key"]: r for r in store.get_evaluations(name)}
     state = Progress(total=budget_trials or space.size)
 
-    def finished_trials() -> list[optuna.trial.FrozenTrial]:
-        return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-
     while True:
-        all_trials = study.get_trials(deepcopy=False)
-        running = [t for t in all_trials if t.state == optuna.trial.TrialState.RUNNING]
-        # Waves are trials [k * workers, (k + 1) * workers). Trials a killed driver asked but
-        # never told are RUNNING: their wave is finished first, asking only what it lacked.
-        if running:
-            wave_start = min(t.number for t in running) // workers * workers
-        else:
-            wave_start = len(all_trials)
-        in_wave = [t for t in all_trials if t.number >= wave_start]
-        n_complete = len(all_trials) - len(running)
-        if not running and (
-            (budget_trials is not None and n_complete >= budget_trials)
-            or (deadline is not None and time.monotonic() >= deadline)
+        n_done = len(study.get_trials(deepcopy=False))
+        if (budget_trials is not None and n_done >= budget_trials) or (
+            deadline is not None and time.monotonic() >= deadline and n_done >= n_persisted
         ):
             break
-        # ask the rest of this wave (all of it, unless a killed driver had asked part of it)
-        wave_size = workers if budget_trials is None else min(workers, budget_trials - wave_start)
-        trials: list[tuple[int, dict[str, Any], optuna.trial.Trial]] = []
-        for t in in_wave:
-            if t.state == optuna.trial.TrialState.RUNNING:
-                # A killed driver may have stopped between two suggestions: finish them with the
-                # sampler seeded as it was, against the same history, so the params match.
-                study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, t.number))
-                trial = optuna.trial.Trial(study, t._trial_id)
-                trials.append((t.number, _suggest(trial, space), trial))
-        for k in range(max(0, wave_size - len(in_wave))):
-            number = len(all_trials) + k  # the number study.ask() gives next
-            study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, number))
+        wave_size = workers if budget_trials is None else min(workers, budget_trials - n_done)
+        trials: list[optuna.trial.Trial] = []
+        for k in range(wave_size):
+            study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, n_done + k))
             trial = study.ask()
-            if trial.number != number:  # trials were enqueued or created by another process
-                raise RuntimeError(f"study {study_name} changed under the driver (trial {trial.number} != {number})")
-            trials.append((trial.number, _suggest(trial, space), trial))
-        if not trials:
-            break
-        trials.sort(key=lambda t: t[0])
-        ids = np.array([space.id_of(p) for _, p, _ in trials], dtype=np.int64)
+            _suggest(trial, space)
+            trials.append(trial)
+        ids = np.array([space.id_of(t.params) for t in trials], dtype=np.int64)
         keys = [space.key(space.config(int(i))) for i in ids]
         todo = sorted({int(i) for i, k in zip(ids, keys, strict=True) if k not in known})
-        new_rows: list[dict] = []
         if local:
             results = [evaluator.evaluate(np.array(todo, dtype=np.int64))] if todo else []
         else:
             refs = [evaluate_ids.remote(spec_json, np.array([i], dtype=np.int64)) for i in todo]
             results = [ray.get(ref) for ref in refs]
-        for result in results:
-            new_rows.extend(result.rows(space, evaluator.name))
-        number_of = {k: n for (n, _, _), k in zip(trials, keys, strict=True)}
+        number_of = {k: t.number for t, k in zip(trials, keys, strict=True)}
+        new_rows = [row for result in results for row in result.rows(space, evaluator.name)]
         for row in new_rows:
             row["trial_number"] = number_of.get(row["config_key"])
             known[row["config_key"]] = row
         if new_rows:
             store.add_evaluations(name, new_rows)
-        for (_number, _params, trial), key in zip(trials, keys, strict=True):
+        for trial, key in zip(trials, keys, strict=True):
             _tell(study, trial, known[key], evaluator.constraint_names, directions)
+        done = study.get_trials(deepcopy=False)
+        # persist in trial order, skipping what a killed driver had written
+        add_trials(optuna_storage, stored, [done[t.number] for t in trials if t.number >= n_persisted])
+        n_persisted = max(n_persisted, trials[-1].number + 1)
         if progress:
-            done = finished_trials()
             state.evaluated = len(done)
             state.feasible = sum(1 for t in done if t.user_attrs.get("feasible"))
             state.front_size = len(_study_front(done, directions))
             progress(state)
-    done = finished_trials()
-    return _guided_summary(store, name, spec, space, done, directions)
+    return _guided_summary(store, name, spec, space, study.get_trials(deepcopy=False), directions)
 
 
 def _suggest(trial: optuna.trial.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -433,11 +420,9 @@ def _tell(
     values = [PENALTY if v is None else float(v) for v in row["objectives"]]
     values = [(-PENALTY if d == "maximize" and v == PENALTY else v) for v, d in zip(values, directions, strict=True)]
     cons = row["metrics"].get("constraints", {})
-    already = study._storage.get_trial_system_attrs(trial._trial_id)
     for cname in constraint_names:
         value = cons.get(cname)
-        if not any(k.endswith(f":{cname}") for k in already):  # else set before a driver was killed
-            trial.set_constraint(cname, 1e30 if value is None else float(value))
+        trial.set_constraint(cname, 1e30 if value is None else float(value))
     trial.set_user_attr("feasible", bool(row["feasible"]))
     trial.set_user_attr("reason", row.get("reason") or "")
     trial.set_user_attr("config_key", row["config_key"])

@@ -72,6 +72,15 @@ def run(
         except SpecError as exc:
             _fail(str(exc))
             return
+        existing = store.get_sweep(name or spec.name) if (name or spec.name) else None
+        if existing is not None:
+            same = {k: v for k, v in existing["spec"].items() if k != "_workers"} == spec.model_dump(mode="json")
+            if same and existing["status"] == "finished":
+                console.print(f"sweep [bold]{existing['name']}[/] already finished in {store.url}")
+                console.print(_summary_line(existing.get("summary") or {}))
+                return
+            hint = f"resume it with --resume {existing['name']}" if same else "its spec differs; choose another --name"
+            _fail(f"a sweep named {existing['name']!r} exists in {store.url} (status {existing['status']}); {hint}")
         try:
             sweep_name = start_sweep(store, spec, text, name, workers or _cpus())
         except ValueError as exc:

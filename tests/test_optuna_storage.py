@@ -1,0 +1,48 @@
+"""Bulk trial writes into Optuna's RDB tables read back exactly as Optuna wrote them."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search.optuna_storage import add_trials, make_optuna_storage
+
+
+def _finished_trials(n: int) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for i in range(n):
+        t = study.ask()
+        t.suggest_categorical("gpu", ["H100-SXM", "MI300X"])
+        t.suggest_categorical("tp", [1, 2, 4])
+        t.set_user_attr("tpot_s", 0.01 * (i + 1))
+        t.set_user_attr("feasible", i % 2 == 0)
+        t.set_constraint("fits", float(i % 2))
+        study.tell(t, [float(i), float("inf") if i == 2 else -float(i)])
+    return study.get_trials()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_add_trials_round_trip(tmp_path, backend, request):
+    url = f"sqlite:///{tmp_path}/o.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    storage = make_optuna_storage(url)
+    stored = optuna.create_study(storage=storage, study_name="s", directions=["minimize", "minimize"])
+    trials = _finished_trials(5)
+    add_trials(storage, stored, trials[:3])
+    add_trials(storage, stored, trials[3:])
+    back = optuna.load_study(study_name="s", storage=make_optuna_storage(url)).get_trials()
+    assert [t.number for t in back] == [0, 1, 2, 3, 4]
+    for a, b in zip(trials, back, strict=True):
+        assert a.params == b.params
+        assert a.values == b.values
+        assert a.user_attrs == b.user_attrs
+        assert a.system_attrs == b.system_attrs
+        assert b.state == optuna.trial.TrialState.COMPLETE
+    assert back[2].values[1] == float("inf")
+
+
+def test_add_trials_refuses_unfinished(tmp_path):
+    storage = make_optuna_storage(f"sqlite:///{tmp_path}/u.db")
+    stored = optuna.create_study(storage=storage, study_name="u")
+    running = optuna.create_study().ask()
+    with pytest.raises(ValueError, match="RUNNING"):
+        add_trials(storage, stored, [running.study._storage.get_trial(running._trial_id)])
