@@ -138,7 +138,8 @@ class AnalyticEvaluator:
             names.append("serves_rate")
         return names
 
-    def _price(self, gpu_id: str) -> float:
+    def price_per_gpu_hour(self, gpu_id: str) -> float:
+        """$ per GPU-hour of `gpu_id` under the spec's pricing (NaN: owned, no purchase price)."""
         gpu = self.catalog[gpu_id]
         if self.spec.pricing.basis == "cloud":
             return gpu.usd_per_gpu_hour
@@ -169,7 +170,7 @@ class AnalyticEvaluator:
             efficiency=self.efficiency,
         )
         b = b.replace(max_num_tokens=values("chunked_prefill"))
-        price = np.full(len(rows), self._price(gpu_id))
+        price = np.full(len(rows), self.price_per_gpu_hour(gpu_id))
         return b, price
 
     def evaluate(self, ids: np.ndarray) -> EvalResult:

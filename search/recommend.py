@@ -123,7 +123,7 @@ def sweep_context(record: dict[str, Any]) -> SweepContext:
     ev = AnalyticEvaluator(spec)
     latency = next((o.metric for o in spec.objectives if o.metric in LATENCY_METRICS), "tpot")
     table = (record.get("price_table") or {}).get("usd_per_gpu_hour") or {}
-    prices = {g: float(table[g]) if table.get(g) is not None else ev._price(g) for g in spec.accelerators}
+    prices = {g: float(table[g]) if table.get(g) is not None else ev.price_per_gpu_hour(g) for g in spec.accelerators}
     return SweepContext(
         name=record.get("name") or spec.name or "sweep",
         spec=spec,
@@ -148,21 +148,23 @@ def rows_from(
     evaluations and/or front points, one per configuration id (evaluations win)."""
     out: dict[int, dict[str, Any]] = {}
     for e in evaluations or []:
-        metrics = dict(e.get("metrics") or {})
-        row = {**e["config"], "feasible": bool(e["feasible"]), "reason": e.get("reason") or ""}
-        row["constraints"] = metrics.pop("constraints", None)
-        row.update(metrics)
+        row = _flat(e["config"], e.get("metrics"), bool(e["feasible"]), e.get("reason") or "")
         out[int(row["id"])] = row
     for p in front_points or []:
-        if int(p["id"]) in out:
-            continue
-        metrics = dict(p.get("metrics") or {})
-        row = {k: v for k, v in p.items() if k not in ("metrics", "objectives")}
-        row.update(feasible=True, reason="")
-        row["constraints"] = metrics.pop("constraints", None)
-        row.update(metrics)
-        out[int(row["id"])] = row
+        if int(p["id"]) not in out:
+            config = {k: v for k, v in p.items() if k not in ("metrics", "objectives")}
+            out[int(p["id"])] = _flat(config, p.get("metrics"), True, "")
     return [out[k] for k in sorted(out)]
+
+
+def _flat(config: dict[str, Any], metrics: dict[str, Any] | None, feasible: bool, reason: str) -> dict[str, Any]:
+    """Metrics, then the configuration over them: the metric `max_batch` (the largest batch
+    whose KV cache fits) is renamed `batch_that_fits`, so `max_batch` stays the batch limit."""
+    m = dict(metrics or {})
+    constraints = m.pop("constraints", None)
+    if "max_batch" in m:
+        m["batch_that_fits"] = m.pop("max_batch")
+    return {**m, **config, "feasible": feasible, "reason": reason, "constraints": constraints}
 
 
 def _col(rows: list[dict[str, Any]], key: str) -> np.ndarray:
@@ -387,7 +389,7 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "quantization": quant,
         "max_batch": r["max_batch"],
         "batch": _num(r.get("batch")),
-        "batch_that_fits": _num(r.get("max_batch")),
+        "batch_that_fits": _num(r.get("batch_that_fits")),
         "chunked_prefill": r.get("chunked_prefill"),
         "usd_per_hour": _num(r.get("usd_per_hour")),
         COST: _num(r.get(COST)),
@@ -506,7 +508,7 @@ def _knee_neighbours(ctx: SweepContext, t: _Table, front: np.ndarray, best: int)
 def _reason(ctx: SweepContext, t: _Table, kind: str, i: int, n_candidates: int, front_size: int) -> str:
     lat = ctx.latency_metric.upper()
     slos = ", ".join(f"{s.metric.upper()} ≤ {_fmt_latency(ctx, s.max_s)}" for s in ctx.workload.slos)
-    meets = f"meets every SLO ({slos})" if slos else "passes every constraint (the workload has no SLOs)"
+    meets = f"meet every SLO ({slos})" if slos else "pass every constraint (the workload has no SLOs)"
     if kind == "cheapest":
         return (
             f"Lowest $ per million output tokens of the {n_candidates} stored configurations that {meets}: "
@@ -516,10 +518,10 @@ def _reason(ctx: SweepContext, t: _Table, kind: str, i: int, n_candidates: int, 
         budget = (
             f"within the ${ctx.budget_usd_per_hour:,.0f}/h budget"
             if ctx.budget_usd_per_hour is not None
-            else "(the spec sets no max_usd_per_hour, so no budget limits it)"
+            else "with no budget limit (the spec sets no constraints.max_usd_per_hour)"
         )
         return (
-            f"Lowest {lat} among configurations that {meets}, {budget}: "
+            f"Lowest {lat} among the configurations that {meets}, {budget}: "
             f"{_fmt_latency(ctx, float(t.latency[i]))} at ${t.usd_h[i]:,.2f}/h."
         )
     return (

@@ -92,7 +92,7 @@ def start_sweep(store: Store, spec: SweepSpec, spec_yaml: str, name: str | None,
     """Create the sweep record (a name is generated when none is given); returns the name."""
     name = name or spec.name or f"{spec.model.split('/')[-1].lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
     evaluator = make_evaluator(spec)
-    prices = {g: evaluator._price(g) for g in spec.accelerators}  # type: ignore[attr-defined]
+    prices = {g: evaluator.price_per_gpu_hour(g) for g in spec.accelerators}  # type: ignore[attr-defined]
     store.create_sweep(
         name,
         spec_yaml=spec_yaml,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,7 +191,10 @@ def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
     for p in f["points"]:
         row = {k: v for k, v in p.items() if k not in ("objectives", "metrics", "id")}
         row.update({f"objective_{m}": v for m, v in zip(objectives, p["objectives"], strict=True)})
-        row.update({k: v for k, v in p["metrics"].items() if k != "constraints"})
+        # the metric `max_batch` (largest batch that fits) must not hide the configured limit
+        row.update(
+            {("batch_that_fits" if k == "max_batch" else k): v for k, v in p["metrics"].items() if k != "constraints"}
+        )
         rows.append(row)
     rows.sort(key=lambda r: (r[f"objective_{objectives[0]}"] is None, r[f"objective_{objectives[0]}"]))
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -211,7 +212,10 @@ def front(
     store = _store(storage)
     columns, rows = front_rows(store, name)
     if format == "json":
-        print(json.dumps({"sweep": name, "front": rows}, indent=2))
+        from search.recommend import for_store
+
+        recommendations = for_store(store, name)["recommendations"]
+        print(json.dumps({"sweep": name, "front": rows, "recommendations": recommendations}, indent=2))
     elif format == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=columns)
@@ -282,18 +286,41 @@ def dashboard(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8080,
 ) -> None:
-    """Start optuna-dashboard on the sweep database (guided sweeps are Optuna studies)."""
+    """Serve optuna-dashboard on the sweep database (guided sweeps are Optuna studies)."""
+    from search.optuna_storage import make_optuna_storage
     from search.storage import default_storage_url
 
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        _fail("optuna-dashboard is not installed: pip install 'servesweep[dashboard]'")
+        return
     url = storage or default_storage_url()
     console.print(f"optuna-dashboard on {url} at http://{host}:{port}")
-    cmd = [sys.executable, "-m", "optuna_dashboard", url, "--host", host, "--port", str(port)]
+    run_server(make_optuna_storage(url), host=host, port=port)
+
+
+def report(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] = Path("report.html"),
+    storage: StorageOpt = None,
+) -> None:
+    """Write the procurement report of a sweep: one self-contained HTML page (opens offline)."""
+    from search.report import write_report
+
+    store = _store(storage)
+    s = store.get_sweep(name)
+    if s is None:
+        _fail(f"no sweep named {name!r} in {store.url}")
+        return
     try:
-        raise typer.Exit(code=subprocess.call(cmd))
-    except FileNotFoundError:
-        _fail("optuna-dashboard is not installed: pip install optuna-dashboard")
+        path = write_report(store, name, output)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"wrote the report of sweep [bold]{name}[/] to {path}")
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (run, ls, show, front, export, dashboard):
+    for fn in (run, ls, show, front, export, report, dashboard):
         app.command()(fn)

@@ -358,3 +358,38 @@ def test_cli_front_and_export(tmp_path):
     assert "cli" in listing and "finished" in listing
     missing = subprocess.run([SERVESWEEP, "front", "nope", "--storage", url], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_dashboard_serves_the_sweep_database(tmp_path, local_ray):
+    import socket
+    import urllib.request
+
+    spec, text = _spec(sampler="tpe", budget={"trials": 8})
+    url = f"sqlite:///{tmp_path}/dash.db"
+    store = Store(url)
+    run_sweep(store, start_sweep(store, spec, text, "dash", workers=2), workers=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [SERVESWEEP, "dashboard", "--storage", url, "--port", str(port)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = {}
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    body.update(json.loads(r.read()))
+                return True
+            except OSError:
+                return False
+
+        _wait_for(up, 60)
+        assert "servesweep:dash" in json.dumps(body), body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
