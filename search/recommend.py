@@ -46,6 +46,7 @@ from objectives.efficiency import default_efficiency
 from objectives.quantization import get_scheme, resolve_compute_dtype
 from objectives.serving import BOUNDS
 from search.evaluators import AnalyticEvaluator
+from search.launch import launch_commands
 from search.pareto import pareto_mask
 from search.spec import LATENCY_METRICS, SweepSpec
 from workloads import Workload
@@ -577,6 +578,13 @@ def recommendations(
             moves = ", ".join(f"{(f - 1) * 100:+.0f}%" for f in SENSITIVITY_FACTORS)
             changes.append(f"Robust to price: no single GPU's price moving {moves} changes it.")
         rec["what_would_change"] = changes
+        rec["launch"] = launch_commands(
+            ctx.spec.model,
+            rec["config"],
+            vendor=rec["vendor"],
+            replicas=rec["replicas"],
+            compute_dtype=rec["compute_dtype"],
+        )
         out[kind] = rec
     return out
 

@@ -264,6 +264,7 @@ def _roofline_figure(gpu: str, items: list[tuple[str, dict[str, Any], dict[str, 
         )
     )
     colors = {"cheapest": "#2ca02c", "fastest": "#d62728", "knee": "#1f77b4"}
+    positions = {"cheapest": "top center", "fastest": "bottom center", "knee": "bottom center"}
     for kind, rec, r in items:
         for step, symbol in (("decode", "circle"), ("prefill", "triangle-up")):
             s = r[step]
@@ -278,7 +279,7 @@ def _roofline_figure(gpu: str, items: list[tuple[str, dict[str, Any], dict[str, 
                     y=[s["achieved_flops"] / 1e12],
                     mode="markers+text",
                     text=[f"{kind}: {step}"],
-                    textposition="top center",
+                    textposition=positions.get(kind, "top center"),
                     marker={"size": 13, "symbol": symbol, "color": colors.get(kind, "#444")},
                     name=f"{kind} · {step}",
                     customdata=[[what, s["flops"] / 1e12, s["bytes"] / 1e9, s["time_s"] * 1e3, rec["label"]]],
@@ -419,11 +420,28 @@ def _pareto_figure(
         )
     for s in ctx.workload.slos:
         if s.metric == ctx.latency_metric:
-            fig.add_vline(
-                x=s.max_s * 1e3,
+            # shapes and annotations on a log axis take log10 coordinates
+            x = math.log10(s.max_s * 1e3)
+            fig.add_shape(
+                type="line",
+                xref="x",
+                yref="paper",
+                x0=x,
+                x1=x,
+                y0=0,
+                y1=1,
                 line={"color": "#9a3b00", "dash": "dot", "width": 1.5},
-                annotation_text=f"{s.metric.upper()} SLO {_lat(s.max_s)}",
-                annotation_position="top left",
+            )
+            fig.add_annotation(
+                x=x,
+                y=1,
+                xref="x",
+                yref="paper",
+                text=f"{s.metric.upper()} SLO {_lat(s.max_s)}",
+                showarrow=False,
+                xanchor="right",
+                yanchor="top",
+                font={"color": "#9a3b00"},
             )
     metric = ctx.latency_metric.upper()
     fig.update_layout(
@@ -503,7 +521,7 @@ def _question(ctx: rec_mod.SweepContext, record: dict[str, Any], analysis: dict[
         acc = ctx.catalog[g["accelerator"]]
         b = bases[g["accelerator"]]
         basis = "; ".join(f"{d}: {v}" for d, v in b["bases"].items())
-        origin = "probe calibration" if b["calibrated"] else "defaults (published microbenchmarks / vendor defaults)"
+        origin = "probe calibration" if b["calibrated"] else "defaults (no probe calibration)"
         acc_rows.append(
             [
                 f"<b>{_e(acc.id)}</b><br><span class=src>{_e(acc.vendor)}</span>",
@@ -657,9 +675,15 @@ def _launch_section(ctx: rec_mod.SweepContext, recs: dict[str, Any]) -> str:
         r = recs.get(kind)
         if r is None:
             continue
-        cmds = launch_commands(ctx.spec.model, r["config"], vendor=r["vendor"], replicas=r["replicas"])
+        cmds = r.get("launch") or launch_commands(
+            ctx.spec.model, r["config"], vendor=r["vendor"], replicas=r["replicas"], compute_dtype=r["compute_dtype"]
+        )
         out.append(f'<details open data-kind="{kind}"><summary>{_e(r["title"])}: {_e(r["label"])}</summary>')
         for runtime, c in cmds.items():
+            if not c["available"]:
+                why = next((n for n in c["notes"] if "only" in n), "not available on this GPU")
+                out.append(f"<h3>{_e(names[runtime])}</h3><p class=warn>{_e(why)}</p>")
+                continue
             notes = "".join(f"<li>{_e(n)}</li>" for n in c["notes"])
             extra = ""
             if c.get("extra_file"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from search.evaluators import EvalResult, make_evaluator
 from search.optuna_storage import add_trials, make_optuna_storage
 from search.pareto import normalized_hypervolume, pareto_mask, to_minimization
 from search.space import SearchSpace
-from search.spec import SweepSpec
+from search.spec import SWEEP_NAME_PATTERN, SweepSpec
 from search.storage import Store
 
 STORE_ALL_LIMIT = 200_000  # exhaustive sweeps up to this size store every evaluation
@@ -91,6 +92,11 @@ def _hv_frame(objs_min: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def start_sweep(store: Store, spec: SweepSpec, spec_yaml: str, name: str | None, workers: int) -> str:
     """Create the sweep record (a name is generated when none is given); returns the name."""
     name = name or spec.name or f"{spec.model.split('/')[-1].lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not re.match(SWEEP_NAME_PATTERN, name) or ".." in name:
+        raise ValueError(
+            f"invalid sweep name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
+            "starting with a letter or digit)"
+        )
     evaluator = make_evaluator(spec)
     prices = {g: evaluator.price_per_gpu_hour(g) for g in spec.accelerators}  # type: ignore[attr-defined]
     store.create_sweep(

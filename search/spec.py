@@ -29,6 +29,7 @@ from objectives.models import UnknownModelError, load_model
 from objectives.quantization import KV_CACHE_BYTES, get_scheme
 from workloads import Workload, get_preset
 
+SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a file or URL path segment
 LATENCY_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
 OBJECTIVE_METRICS = {
     **LATENCY_METRICS,
@@ -154,7 +155,7 @@ class Budget(_Strict):
 class SweepSpec(_Strict):
     """A whole sweep."""
 
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str | None = Field(default=None, pattern=SWEEP_NAME_PATTERN)
     model: str
     workload: str | Workload = "chat"
     accelerators: Literal["all"] | list[str] = "all"

@@ -393,3 +393,12 @@ def test_dashboard_serves_the_sweep_database(tmp_path, local_ray):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "a/b", "..", "-x", "x" * 101, "sp ace"])
+def test_sweep_names_cannot_escape(tmp_path, bad):
+    spec, text = _spec()
+    store = Store(f"sqlite:///{tmp_path}/n.db")
+    with pytest.raises(ValueError, match="invalid sweep name"):
+        start_sweep(store, spec, text, bad, workers=1)
+    assert store.list_sweeps() == []
