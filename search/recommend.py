@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from objectives.accelerators import Accelerator
 from objectives.cost import HOURS_PER_YEAR, OwnershipTerms, load_pricing_defaults, tco_usd_per_gpu_hour
@@ -120,8 +121,11 @@ class SweepContext:
 
 def sweep_context(record: dict[str, Any]) -> SweepContext:
     """The context of a stored sweep record (`Store.get_sweep`)."""
-    spec = SweepSpec.model_validate({k: v for k, v in record["spec"].items() if not k.startswith("_")})
-    ev = AnalyticEvaluator(spec)
+    try:
+        spec = SweepSpec.model_validate({k: v for k, v in record["spec"].items() if not k.startswith("_")})
+        ev = AnalyticEvaluator(spec)
+    except (ValidationError, ValueError) as exc:  # e.g. a price_file that is gone
+        raise ValueError(f"cannot rebuild the spec of sweep {record.get('name')!r}: {exc}") from None
     latency = next((o.metric for o in spec.objectives if o.metric in LATENCY_METRICS), "tpot")
     table = (record.get("price_table") or {}).get("usd_per_gpu_hour") or {}
     prices = {g: float(table[g]) if table.get(g) is not None else ev.price_per_gpu_hour(g) for g in spec.accelerators}
@@ -474,7 +478,8 @@ def _runner_up_other_gpu(ctx: SweepContext, t: _Table, mask: np.ndarray, best: i
         drop = 1.0 - t.cost[best] / t.cost[j]
         rise = t.cost[j] / t.cost[best] - 1.0
         return (
-            f"The best on another GPU is {label(t.rows[j])} at ${t.cost[j]:.3g}/Mtok ({_pct(t.cost[j], t.cost[best])}); "
+            f"The best on another GPU is {label(t.rows[j])} at ${t.cost[j]:.3g}/Mtok "
+            f"({_pct(t.cost[j], t.cost[best])}); "
             f"it would win if {t.acc[j]}'s price fell {drop * 100:.0f}% or {t.acc[best]}'s rose {rise * 100:.0f}%."
         )
     j = _pick_fastest(t, others, t.cost)
@@ -482,7 +487,8 @@ def _runner_up_other_gpu(ctx: SweepContext, t: _Table, mask: np.ndarray, best: i
         return None
     return (
         f"The fastest on another GPU is {label(t.rows[j])}: "
-        f"{_fmt_latency(ctx, float(t.latency[j]))} {ctx.latency_metric.upper()} ({_pct(t.latency[j], t.latency[best])}) "
+        f"{_fmt_latency(ctx, float(t.latency[j]))} {ctx.latency_metric.upper()} "
+        f"({_pct(t.latency[j], t.latency[best])}) "
         f"at ${t.cost[j]:.3g}/Mtok."
     )
 
@@ -572,7 +578,8 @@ def recommendations(
             if new is not None and new["id"] != rec["id"]:
                 changes.append(
                     f"{s['accelerator']} at {s['change_pct']:+.0f}% price: {new['label']} "
-                    f"(${new[COST]:.3g}/Mtok, {_fmt_latency(ctx, new[ctx.latency_column])} {ctx.latency_metric.upper()})."
+                    f"(${new[COST]:.3g}/Mtok, {_fmt_latency(ctx, new[ctx.latency_column])} "
+                    f"{ctx.latency_metric.upper()})."
                 )
         if sensitivity is not None and not any(s[kind] and s[kind]["id"] != rec["id"] for s in sensitivity):
             moves = ", ".join(f"{(f - 1) * 100:+.0f}%" for f in SENSITIVITY_FACTORS)

@@ -285,7 +285,8 @@ def _roofline_figure(gpu: str, items: list[tuple[str, dict[str, Any], dict[str, 
                     customdata=[[what, s["flops"] / 1e12, s["bytes"] / 1e9, s["time_s"] * 1e3, rec["label"]]],
                     hovertemplate=(
                         "%{customdata[4]}<br>%{customdata[0]}<br>%{customdata[1]:.3g} TFLOP, %{customdata[2]:.3g} GB"
-                        "<br>%{customdata[3]:.3g} ms per GPU → %{y:.4g} TFLOP/s<br>intensity %{x:.3g} FLOP/B<extra></extra>"
+                        "<br>%{customdata[3]:.3g} ms per GPU → %{y:.4g} TFLOP/s"
+                        "<br>intensity %{x:.3g} FLOP/B<extra></extra>"
                     ),
                 )
             )
@@ -362,7 +363,7 @@ def _pareto_figure(
                 showlegend=bool(bad.size),
                 marker={
                     "color": color,
-                    "opacity": 0.18,
+                    "opacity": 0.3,
                     "size": 6,
                     "symbol": "x-thin",
                     "line": {"width": 1, "color": color},
@@ -420,20 +421,19 @@ def _pareto_figure(
         )
     for s in ctx.workload.slos:
         if s.metric == ctx.latency_metric:
-            # shapes and annotations on a log axis take log10 coordinates
-            x = math.log10(s.max_s * 1e3)
+            # on a log axis a shape takes data coordinates, an annotation log10 ones
             fig.add_shape(
                 type="line",
                 xref="x",
                 yref="paper",
-                x0=x,
-                x1=x,
+                x0=s.max_s * 1e3,
+                x1=s.max_s * 1e3,
                 y0=0,
                 y1=1,
                 line={"color": "#9a3b00", "dash": "dot", "width": 1.5},
             )
             fig.add_annotation(
-                x=x,
+                x=math.log10(s.max_s * 1e3),
                 y=1,
                 xref="x",
                 yref="paper",
@@ -642,11 +642,13 @@ def _rec_card(ctx: rec_mod.SweepContext, kind: str, r: dict[str, Any] | None) ->
         ("TTFT / TPOT", f"{_lat(r['ttft_s'])} / {_lat(r['tpot_s'])}"),
         (
             "output tokens/s per user / per GPU",
-            f"{_num(r['output_tokens_per_s_per_user'], '{:,.1f}')} / {_num(r['output_tokens_per_s_per_gpu'], '{:,.0f}')}",
+            f"{_num(r['output_tokens_per_s_per_user'], '{:,.1f}')} / "
+            f"{_num(r['output_tokens_per_s_per_gpu'], '{:,.0f}')}",
         ),
         (
             "memory per GPU",
-            f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_per_gpu_gb']:.0f} GB (weights {r['weights_per_gpu_gb']:.1f} GB)",
+            f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_per_gpu_gb']:.0f} GB "
+            f"(weights {r['weights_per_gpu_gb']:.1f} GB)",
         ),
         ("bound", r["bound"] or "–"),
     ]
@@ -718,11 +720,12 @@ def _rent_own_section(rows: list[dict[str, Any]]) -> str:
             table_rows[-1][4] = f"<span class=warn>{_e(r['note'])}</span>"
     return (
         "<h2 id=rent-own>Rent vs own</h2>"
-        "<p class=note>Cloud: the catalog's on-demand $/GPU-hour, billed every hour the fleet runs. Owned: the TCO "
-        "rate (amortized purchase + power + hosting) every hour, used or not. Owning is cheaper when the fleet is busy "
-        "more than the break-even utilization = owned $/h ÷ cloud $/h. The 3-year amortized figure spreads the purchase "
-        "over the amortization period; the 3-year cash figure pays the whole purchase up front plus three years of power "
-        "and hosting (and its break-even assumes the hardware is worth nothing after three years).</p>"
+        "<p class=note>Cloud: the catalog's on-demand $/GPU-hour, billed every hour the fleet runs. Owned: the "
+        "TCO rate (amortized purchase + power + hosting) every hour, used or not. Owning is cheaper when the fleet "
+        "is busy more than the break-even utilization = owned $/h ÷ cloud $/h. The 3-year amortized figure spreads "
+        "the purchase over the amortization period; the 3-year cash figure pays the whole purchase up front plus "
+        "three years of power and hosting (and its break-even assumes the hardware is worth nothing after three "
+        "years).</p>"
         + _table(
             [
                 "recommendation",
@@ -757,7 +760,10 @@ def _sensitivity_section(ctx: rec_mod.SweepContext, sens: list[dict[str, Any]], 
             if new is None:
                 cells.append("–")
                 continue
-            text = f"{_e(new['label'])}<br><span class=src>{_mtok(new[rec_mod.COST])}/Mtok, {_lat(new[ctx.latency_column])}</span>"
+            text = (
+                f"{_e(new['label'])}<br><span class=src>{_mtok(new[rec_mod.COST])}/Mtok, "
+                f"{_lat(new[ctx.latency_column])}</span>"
+            )
             cells.append(f"<span class=changed>{text}</span>" if s["changed"][kind] else "unchanged")
         rows.append(cells)
     changed = sum(1 for s in sens for k in rec_mod.KINDS if s["changed"][k])
@@ -830,18 +836,19 @@ def _method_section(ctx: rec_mod.SweepContext) -> str:
     return (
         "<h2 id=method>Method and caveats</h2><ul class=note>"
         "<li>Metrics come from servesweep's analytic model (objectives/): bytes out of HBM, tensor-core FLOP/s, "
-        "GPU-to-GPU messages and runtime overheads at achieved efficiencies, for continuous batching at the workload's "
-        "mean lengths. Latencies are means compared with the SLO targets; tails need the simulator or a measurement.</li>"
-        "<li>Qualifying: fits in memory, within the GPU limit and the hourly budget, serves the arrival rate, and meets "
-        "every SLO of the workload.</li>"
-        "<li>Knee: the point of the qualifying (latency, $/Mtok) Pareto front farthest from the straight line joining "
-        "the front's fastest and cheapest points, after log-transforming and min-max normalizing each objective over the "
-        "front, so distances compare percentage changes.</li>"
+        "GPU-to-GPU messages and runtime overheads at achieved efficiencies, for continuous batching at the "
+        "workload's mean lengths. Latencies are means compared with the SLO targets; tails need the simulator or a "
+        "measurement.</li>"
+        "<li>Qualifying: fits in memory, within the GPU limit and the hourly budget, serves the arrival rate, and "
+        "meets every SLO of the workload.</li>"
+        "<li>Knee: the point of the qualifying (latency, $/Mtok) Pareto front farthest from the straight line "
+        "joining the front's fastest and cheapest points, after log-transforming and min-max normalizing each "
+        "objective over the front, so distances compare percentage changes.</li>"
         "<li>Fastest within the budget: the lowest-latency qualifying point with $/hour within "
         "constraints.max_usd_per_hour (no limit when the spec sets none).</li>"
-        "<li>Roofline: per GPU, FLOPs and HBM bytes of one decode step (the running batch split into PP micro-batches "
-        "at mean context) and of one prefill chunk of a prompt, over the modelled step time (including communication and "
-        "overheads, so points sit below the roof).</li>"
+        "<li>Roofline: per GPU, FLOPs and HBM bytes of one decode step (the running batch split into PP "
+        "micro-batches at mean context) and of one prefill chunk of a prompt, over the modelled step time "
+        "(including communication and overheads, so points sit below the roof).</li>"
         "<li>Guided sweeps store the configurations their sampler tried, not the whole space; the recommendations "
         "rank what was stored.</li></ul>"
     )
@@ -885,9 +892,10 @@ def render(
     pareto, shown = _pareto_figure(ctx, rows, analysis)
     pareto_html = embed(pareto, "pareto-chart")
     caption = (
-        f"Showing {shown['candidates']:,} of {shown['candidates_total']:,} qualifying and {shown['infeasible']:,} of "
-        f"{shown['infeasible_total']:,} non-qualifying stored configurations with a latency and a cost (faint ×: misses "
-        "an SLO or a limit; configurations that do not fit have no latency and are not drawn). Hover for the "
+        f"Showing {shown['candidates']:,} of {shown['candidates_total']:,} qualifying and "
+        f"{shown['infeasible']:,} of {shown['infeasible_total']:,} non-qualifying stored configurations with a "
+        "latency and a cost (faint ×: misses an SLO or a limit; configurations that do not fit have no latency and "
+        "are not drawn). Hover for the "
         "configuration; click a legend entry to hide a GPU."
     )
     by_gpu: dict[str, list[tuple[str, dict, dict]]] = {}
@@ -900,7 +908,7 @@ def render(
         first = items[0][2]
         roof_html.append(embed(_roofline_figure(gpu, items), f"roofline-{gpu}"))
         rows_r = []
-        for kind, r, d in items:
+        for kind, _rec, d in items:
             for step in ("decode", "prefill"):
                 s = d[step]
                 rows_r.append(
@@ -917,7 +925,8 @@ def render(
                 )
         roof_html.append(
             f"<p class=note>{_e(gpu)}: compute roof {first['peak_flops'] / 1e12:,.0f} TFLOP/s dense "
-            f"{_e(first['compute_dtype'])} and HBM slope {first['hbm_bw_bytes_per_s'] / 1e12:.2f} TB/s from the catalog "
+            f"{_e(first['compute_dtype'])} and HBM slope {first['hbm_bw_bytes_per_s'] / 1e12:.2f} TB/s "
+            "from the catalog "
             f"(ridge at {first['ridge_flop_per_byte']:.0f} FLOP/B); the dashed roof applies the efficiency model "
             f"({_e(first['efficiency_basis'])}). Sources: {_e(first['peak_source'])}; {_e(first['bw_source'])}.</p>"
             + _table(

@@ -214,7 +214,11 @@ def front(
     if format == "json":
         from search.recommend import for_store
 
-        recommendations = for_store(store, name)["recommendations"]
+        try:
+            recommendations = for_store(store, name)["recommendations"]
+        except ValueError as exc:
+            _fail(str(exc))
+            return
         print(json.dumps({"sweep": name, "front": rows, "recommendations": recommendations}, indent=2))
     elif format == "csv":
         buf = io.StringIO()

@@ -32,6 +32,8 @@ def pg_url():
         with admin.connect() as conn:
             conn.execute(sa.text("select 1"))
     except sa.exc.OperationalError as exc:  # pragma: no cover - CI starts the server
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable in CI: {exc}")
         pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
     name = f"servesweep_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:

@@ -53,6 +53,8 @@ def pg_databases() -> Iterator[Callable[[], str]]:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         admin.dispose()
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable in CI: {exc.orig}")
         pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc.orig}")
     created: list[str] = []
 
