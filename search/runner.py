@@ -469,7 +469,7 @@ def _guided_summary(
         "space_size": space.size,
         "trials": len(trials),
         "evaluated": len({t.user_attrs.get("config_key") for t in trials}),
-        "feasible": sum(1 for t in trials if t.user_attrs.get("feasible")),
+        "feasible": len({t.user_attrs.get("config_key") for t in trials if t.user_attrs.get("feasible")}),
         "front_size": len(points),
     }
     hv = None
