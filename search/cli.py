@@ -10,17 +10,16 @@ from typing import Annotated
 
 import numpy as np
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
 from objectives.batch import build_batch
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
-from objectives.efficiency import default_efficiency
 from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
+from search.calibration import calibrate_from_measurements, resolve_calibration
 from search.sweep_commands import register as _register_sweep_commands
 
 app = typer.Typer(
@@ -159,7 +158,10 @@ def estimate(
     pricing: Annotated[Pricing, typer.Option(help="cloud on-demand or owned TCO")] = Pricing.cloud,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
     calibration: Annotated[
-        Path | None, typer.Option(help="calibration record (YAML/JSON) overriding efficiencies")
+        str, typer.Option(help="efficiencies: none (shipped defaults), latest (newest stored) or a record FILE")
+    ] = "none",
+    storage: Annotated[
+        str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database for --calibration latest")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -175,15 +177,11 @@ def estimate(
         _fail(str(exc))
         return
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
-    efficiency = default_efficiency()
-    if calibration is not None:
-        try:
-            record = yaml.safe_load(calibration.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("a calibration record must be a mapping")
-            efficiency = efficiency.with_calibration(record, name=calibration.stem)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            _fail(f"calibration {calibration}: {exc}")
+    try:
+        efficiency, _label = resolve_calibration(calibration, storage)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
     try:
         b = build_batch(
             spec,
@@ -339,6 +337,75 @@ def _print_estimate(r: dict) -> None:
     )
     for note in r["notes"]:
         console.print(f"[yellow]note:[/] {note}")
+
+
+@app.command()
+def calibrate(
+    measurements: Annotated[Path, typer.Option(help="measurement rows (JSON lines, the public file's format)")],
+    holdout_fraction: Annotated[float, typer.Option(min=0.0, max=0.95, help="share of rows held out")] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the hold-out split")] = 0,
+    params: Annotated[str | None, typer.Option(help="comma-separated serving parameters to fit (default: all)")] = None,
+    max_evals: Annotated[int, typer.Option(min=10, help="loss evaluations of the optimizer")] = 800,
+    name: Annotated[str | None, typer.Option(help="name of the stored calibration")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the record here (JSON)")] = None,
+    storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
+) -> None:
+    """Fit the cost model's global efficiency parameters to end-to-end measurements."""
+    import datetime as dt
+
+    from search.fitting import BOUNDS
+    from search.storage import Store, default_storage_url
+    from search.validation import load_measurements
+
+    try:
+        rows = load_measurements(measurements)
+    except (OSError, ValueError) as exc:
+        _fail(f"measurements {measurements}: {exc}")
+        return
+    names = tuple(p.strip() for p in params.split(",")) if params else tuple(BOUNDS)
+    unknown = [p for p in names if p not in BOUNDS]
+    if unknown:
+        _fail(f"unknown parameters {unknown}; fittable: {', '.join(BOUNDS)}")
+    name = name or f"measurements-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}"
+    try:
+        store = Store(storage or default_storage_url())
+        if store.get_calibration(name) is not None:
+            _fail(f"a calibration named {name!r} already exists in {store.url}")
+        record = calibrate_from_measurements(
+            rows,
+            name=name,
+            holdout_fraction=holdout_fraction,
+            seed=seed,
+            params=names,
+            max_evals=max_evals,
+            source=str(measurements),
+        )
+        store.save_calibration(name, "measurements", record)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    errors = record["fit"]["errors"]
+    table = Table(title=f"calibration {name}: absolute percentage error")
+    for col in ("rows", "n", "median before", "median after", "p90 before", "p90 after"):
+        table.add_column(col)
+    for part in ("fit", "held_out"):
+        if f"{part}_before" in errors:
+            b, a = errors[f"{part}_before"], errors[f"{part}_after"]
+            table.add_row(
+                part.replace("_", "-"),
+                str(a["n"]),
+                f"{b['median_ape']}%",
+                f"{a['median_ape']}%",
+                f"{b['p90_ape']}%",
+                f"{a['p90_ape']}%",
+            )
+    console.print(table)
+    for k, v in record["serving"].items():
+        console.print(f"  {k:<26} {v['value']:.6g}")
+    if output is not None:
+        output.write_text(json.dumps(record, indent=2) + "\n")
+        console.print(f"wrote {output}")
+    console.print(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
 
 
 _register_sweep_commands(app)

@@ -1,15 +1,17 @@
 """Evaluators: a batch of configuration ids in, a table of metrics out.
 
 `Evaluator` is the one interface (see `evaluate`); `AnalyticEvaluator` runs the vectorized
-cost model of `objectives` (microseconds per configuration). The simulator and GPU probes
-come behind the same interface later. An evaluator is built from the spec alone, so a Ray
-worker can rebuild it from the spec's JSON.
+cost model of `objectives` (microseconds per configuration); `SimulatorEvaluator` replays a
+seeded request stream through the discrete-event simulator (`objectives.simulator`, tens of
+milliseconds per configuration) for latency percentiles under load. GPU probes come behind the
+same interface later. An evaluator is built from the spec alone, so a Ray worker can rebuild it
+from the spec's JSON.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import default_efficiency
 from objectives.models import load_model
 from objectives.serving import REASONS, evaluate
+from search.calibration import efficiency_from_record
 from search.space import SearchSpace
 from search.spec import LATENCY_METRICS, SweepSpec
 
@@ -122,7 +125,9 @@ class AnalyticEvaluator:
         self.model = load_model(spec.model)
         self.workload = spec.resolved_workload()
         self.catalog = load_accelerators(spec.pricing.price_file)
-        self.efficiency = default_efficiency()
+        self.efficiency = (
+            efficiency_from_record(spec.calibration_record) if spec.calibration_record else default_efficiency()
+        )
         self.terms = _ownership_terms(spec)
         self.constraint_names = self._constraint_names()
 
@@ -267,8 +272,128 @@ def _ownership_terms(spec: SweepSpec) -> OwnershipTerms:
     )
 
 
+SIM_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+class SimulatorEvaluator(AnalyticEvaluator):
+    """The analytic model for what fits, the replicas and the cost; the serving simulator for
+    latencies. Each feasible configuration serves the same seeded request stream (common random
+    numbers: configurations differ only by themselves), its group of replicas sharing the
+    workload's rate; groups larger than `simulation.max_replicas` are simulated as that many
+    replicas at their share of the rate.
+
+    The columns ttft_s / tpot_s / e2e_s hold the percentile an objective on that metric asks
+    for (else the SLO's, else the median); SLO constraints use their own percentiles. Extra
+    columns: sim_{ttft,tpot,e2e}_p{50,90,99}_s, sim_queue_mean_s, sim_queue_p99_s,
+    sim_output_tokens_per_s (per simulated group), sim_kv_utilization, sim_preemptions,
+    sim_slo_attainment and sim_replicas."""
+
+    name = "simulator"
+
+    def __init__(self, spec: SweepSpec) -> None:
+        super().__init__(spec)
+        from workloads.arrivals import sample_requests, trace_requests
+
+        sim = spec.simulation
+        seed = spec.seed if sim.seed is None else sim.seed
+        rate = self.workload.arrival_rate_per_s
+        if sim.trace:
+            self.requests = trace_requests(sim.trace, n=sim.requests, rate_per_s=rate)
+        else:
+            self.requests = sample_requests(
+                self.workload, sim.requests, rate_per_s=rate, process=sim.arrivals, cv=sim.cv, seed=seed
+            )
+        self.max_context = float(np.max(self.requests.input_tokens + self.requests.output_tokens)) + 1.0
+        self.latency_percentile = {m: self._percentile_for(m) for m in LATENCY_METRICS}
+
+    def _percentile_for(self, metric: str) -> float:
+        for o in self.spec.objectives:
+            if o.metric == metric:
+                return o.percentile
+        slo = self.workload.slo(metric)  # type: ignore[arg-type]
+        return slo.percentile if slo is not None else 50.0
+
+    def _simulate_one(self, config_id: int, replicas: float) -> Any:
+        from objectives.simulator import simulate_config
+
+        idx = self.space.decode(np.array([config_id], dtype=np.int64))
+        b, _ = self._batch(idx, np.array([0]))
+        group = int(max(1, min(int(replicas), self.spec.simulation.max_replicas)))
+        reqs = self.requests
+        arrival = reqs.arrival_s * (float(replicas) / group) if replicas > group else reqs.arrival_s
+        return simulate_config(
+            b,
+            arrival,
+            reqs.input_tokens,
+            reqs.output_tokens,
+            replicas=group,
+            dispatch=self.spec.simulation.dispatch,
+            block_size=self.spec.simulation.block_size,
+        ), group
+
+    def evaluate(self, ids: np.ndarray) -> EvalResult:
+        base = super().evaluate(ids)
+        n = len(base)
+        metrics = dict(base.metrics)
+        extra = [f"sim_{m}_p{p:g}_s" for m in LATENCY_METRICS for p in SIM_PERCENTILES] + [
+            "sim_queue_mean_s",
+            "sim_queue_p99_s",
+            "sim_output_tokens_per_s",
+            "sim_kv_utilization",
+            "sim_preemptions",
+            "sim_slo_attainment",
+            "sim_replicas",
+        ]
+        for k in extra:
+            metrics[k] = np.full(n, np.nan)
+        for k in LATENCY_METRICS.values():
+            metrics[k] = np.full(n, np.nan)
+        slos = list(self.workload.slos)
+        slo_values = np.full((n, len(slos)), np.nan)
+        fits = base.constraints[:, 0] <= 0.0
+        for i in np.flatnonzero(fits):
+            result, group = self._simulate_one(int(base.ids[i]), float(base.metrics["replicas"][i]))
+            for m, col in LATENCY_METRICS.items():
+                metrics[col][i] = result.percentile(m, self.latency_percentile[m])
+                for p in SIM_PERCENTILES:
+                    metrics[f"sim_{m}_p{p:g}_s"][i] = result.percentile(m, p)
+            queue = result.queue_s[np.isfinite(result.queue_s)]
+            metrics["sim_queue_mean_s"][i] = float(np.mean(queue)) if queue.size else np.nan
+            metrics["sim_queue_p99_s"][i] = result.percentile("queue", 99.0)
+            metrics["sim_output_tokens_per_s"][i] = result.output_tokens_per_s()
+            metrics["sim_kv_utilization"][i] = result.kv_utilization()
+            metrics["sim_preemptions"][i] = float(np.sum(result.preemptions))
+            attained = result.slo_attainment(slos)
+            metrics["sim_slo_attainment"][i] = np.nan if attained is None else attained
+            metrics["sim_replicas"][i] = group
+            for j, s in enumerate(slos):
+                slo_values[i, j] = result.percentile(s.metric, s.percentile)
+        cons = base.constraints.copy()
+        if self.spec.constraints.slos:
+            for j, s in enumerate(slos):
+                c = self.constraint_names.index(f"slo_{s.metric}_p{s.percentile:g}")
+                cons[:, c] = np.where(np.isfinite(slo_values[:, j]), slo_values[:, j] - s.max_s, 1e30)
+        feasible = np.all(cons <= 0.0, axis=1)
+        reason = [
+            (_violated(self.constraint_names, cons[i]) if (not r or r.startswith("violates ")) else r)
+            for i, r in enumerate(base.reason)
+        ]
+        objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
+        return EvalResult(
+            ids=base.ids,
+            feasible=feasible,
+            reason=reason,
+            objectives=objectives,
+            constraints=cons,
+            constraint_names=self.constraint_names,
+            metrics=metrics,
+        )
+
+
 def make_evaluator(spec: SweepSpec) -> Evaluator:
     """The evaluator a spec asks for."""
     if spec.evaluator == "analytic":
         return AnalyticEvaluator(spec)
+    if spec.evaluator == "simulator":
+        return SimulatorEvaluator(spec)
     raise ValueError(f"evaluator {spec.evaluator!r} is not available")

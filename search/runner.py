@@ -97,6 +97,17 @@ def start_sweep(store: Store, spec: SweepSpec, spec_yaml: str, name: str | None,
             f"invalid sweep name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
             "starting with a letter or digit)"
         )
+    if spec.calibration != "none" and spec.calibration_record is None:
+        from search.calibration import load_record
+
+        if spec.calibration == "latest":
+            found = store.latest_calibration()
+            if found is None:
+                raise ValueError(f"calibration: latest, but no calibration is stored in {store.url}")
+            record = found["record"]
+        else:
+            record = load_record(spec.calibration)
+        spec = spec.model_copy(update={"calibration_record": record})
     evaluator = make_evaluator(spec)
     prices = {g: evaluator.price_per_gpu_hour(g) for g in spec.accelerators}  # type: ignore[attr-defined]
     store.create_sweep(
@@ -366,12 +377,14 @@ def _run_guided(
     study.add_trials(persisted[:whole_waves])
     n_persisted = len(persisted)
     budget_trials = spec.budget.trials
+    for params in _analytic_seeds(spec, space)[whole_waves:budget_trials]:
+        study.enqueue_trial(params)  # asked first, in order: a resumed driver re-enqueues the rest
     deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
     known = {r["config_key"]: r for r in store.get_evaluations(name)}
     state = Progress(total=budget_trials or space.size)
 
     while True:
-        n_done = len(study.get_trials(deepcopy=False))
+        n_done = len(study.get_trials(deepcopy=False, states=_TOLD))
         if (budget_trials is not None and n_done >= budget_trials) or (
             deadline is not None and time.monotonic() >= deadline and n_done >= n_persisted
         ):
@@ -400,16 +413,30 @@ def _run_guided(
             store.add_evaluations(name, new_rows)
         for trial, key in zip(trials, keys, strict=True):
             _tell(study, trial, known[key], evaluator.constraint_names, directions)
-        done = study.get_trials(deepcopy=False)
+        done = study.get_trials(deepcopy=False)  # by number (seeds not yet asked are WAITING)
         # persist in trial order, skipping what a killed driver had written
         add_trials(optuna_storage, stored, [done[t.number] for t in trials if t.number >= n_persisted])
         n_persisted = max(n_persisted, trials[-1].number + 1)
         if progress:
-            state.evaluated = len(done)
-            state.feasible = sum(1 for t in done if t.user_attrs.get("feasible"))
-            state.front_size = len(_study_front(done, directions))
+            told = study.get_trials(deepcopy=False, states=_TOLD)
+            state.evaluated = len(told)
+            state.feasible = sum(1 for t in told if t.user_attrs.get("feasible"))
+            state.front_size = len(_study_front(told, directions))
             progress(state)
-    return _guided_summary(store, name, spec, space, study.get_trials(deepcopy=False), directions)
+    return _guided_summary(store, name, spec, space, study.get_trials(deepcopy=False, states=_TOLD), directions)
+
+
+_TOLD = (optuna.trial.TrialState.COMPLETE,)
+
+
+def _analytic_seeds(spec: SweepSpec, space: SearchSpace) -> list[dict[str, Any]]:
+    """Configurations of the analytic model's exact front, in id order, to seed a guided search
+    run with a slower evaluator (none for the analytic evaluator itself, or when the space is
+    too large to enumerate). Deterministic, so a resumed driver enqueues the same list."""
+    if spec.evaluator == "analytic" or space.size > EXHAUSTIVE_REFERENCE_LIMIT:
+        return []
+    ids, _ = exact_front(spec.model_copy(update={"evaluator": "analytic"}))
+    return [space.config(int(i)) for i in np.sort(ids)]
 
 
 def _suggest(trial: optuna.trial.Trial, space: SearchSpace) -> dict[str, Any]:

@@ -8,7 +8,8 @@
     objectives: [{metric: tpot, percentile: 99}, {metric: usd_per_million_output_tokens}]
     constraints: {max_gpus: 64, max_usd_per_hour: 400}
     pricing: {basis: cloud}
-    evaluator: analytic
+    evaluator: analytic                 # or simulator (tail latencies; see `simulation`)
+    simulation: {requests: 2000, arrivals: poisson}
     sampler: tpe
     budget: {trials: 500}
     seed: 0
@@ -152,6 +153,28 @@ class Budget(_Strict):
         return self
 
 
+class Simulation(_Strict):
+    """Settings of `evaluator: simulator` (objectives.simulator): how many requests each
+    configuration serves, from which seed, arriving how (Poisson, gamma with a burstiness
+    coefficient of variation, or a CSV trace), and how a group of replicas shares them."""
+
+    requests: int = Field(default=2000, ge=10, le=1_000_000)
+    seed: int | None = None  # default: the spec's seed
+    arrivals: Literal["poisson", "gamma"] = "poisson"
+    cv: float = Field(default=1.0, gt=0)  # of gamma inter-arrival times (1 = Poisson)
+    trace: str | None = None  # CSV of timestamp, input tokens, output tokens (Azure format)
+    dispatch: Literal["least_loaded", "round_robin"] = "least_loaded"
+    max_replicas: int = Field(default=4, ge=1)  # larger groups: this many, at their share of the rate
+    block_size: int = Field(default=16, ge=1, le=1024)
+
+    @field_validator("trace")
+    @classmethod
+    def _trace(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"trace file {value!r} does not exist")
+        return value
+
+
 class SweepSpec(_Strict):
     """A whole sweep."""
 
@@ -168,7 +191,13 @@ class SweepSpec(_Strict):
     )
     constraints: Constraints = Field(default_factory=Constraints)
     pricing: Pricing = Field(default_factory=Pricing)
-    evaluator: Literal["analytic"] = "analytic"
+    evaluator: Literal["analytic", "simulator"] = "analytic"
+    # Efficiencies: "none" (shipped defaults), "latest" (newest stored calibration) or a record
+    # file. Resolved when the sweep starts and kept in `calibration_record`, so every worker and
+    # a resumed driver use the same numbers.
+    calibration: str = "none"
+    calibration_record: dict[str, Any] | None = None
+    simulation: Simulation = Field(default_factory=Simulation)
     sampler: Literal["tpe", "nsga2", "gp", "exhaustive"] = "tpe"
     budget: Budget = Field(default_factory=Budget)
     seed: int = 0

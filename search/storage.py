@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,6 +51,7 @@ __all__ = [
 
 SWEEP_STATUSES = ("pending", "running", "finished", "failed", "interrupted")
 FRONT_KINDS = ("exhaustive", "guided", "partial", "final")
+CALIBRATION_KINDS = ("probe", "measurements")
 SUPPORTED_SCHEMES = ("sqlite:///path/to/file.db", "postgresql+psycopg://user:password@host:port/database")
 TABLE_PREFIX = "svc_"
 VERSION_TABLE = "svc_alembic_version"
@@ -176,7 +178,23 @@ class Front(Base):
     points: Mapped[Any] = mapped_column(sa.JSON)
 
 
+class Calibration(Base):
+    """An efficiency calibration record (objectives.efficiency layout) and where it came from."""
+
+    __tablename__ = "svc_calibrations"
+    __table_args__ = (sa.CheckConstraint(f"kind IN {CALIBRATION_KINDS!r}", name="kind"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(_MAX_NAME), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    gpu: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    device: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    record: Mapped[Any] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 SWEEPS: sa.Table = Sweep.__table__  # type: ignore[assignment]
+CALIBRATIONS: sa.Table = Calibration.__table__  # type: ignore[assignment]
 EVALUATIONS: sa.Table = Evaluation.__table__  # type: ignore[assignment]
 FRONTS: sa.Table = Front.__table__  # type: ignore[assignment]
 
@@ -280,7 +298,9 @@ def alembic_config(url: str | URL, connection: Connection | None = None) -> Any:
     """
     from alembic.config import Config
 
-    cfg = Config()
+    # Alembic's default stdout is bound when alembic.config is first imported; pass the
+    # current one, or messages go to whatever stream was current then (maybe closed since).
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(files("search") / "migrations"))
     rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
     cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
@@ -482,6 +502,18 @@ def _evaluation_dict(r: Any) -> dict[str, Any]:
         "trial_number": r.trial_number,
         "evaluator": r.evaluator,
         "measured": bool(r.measured),
+        "created_at": _iso(r.created_at),
+    }
+
+
+def _calibration_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "kind": r.kind,
+        "gpu": r.gpu,
+        "device": r.device,
+        "record": r.record,
         "created_at": _iso(r.created_at),
     }
 
@@ -737,6 +769,52 @@ class Store:
             front_id = conn.execute(FRONTS.insert().values(**values).returning(FRONTS.c.id)).scalar_one()
             row = conn.execute(sa.select(FRONTS).where(FRONTS.c.id == front_id)).one()
         return _front_dict(row, name)
+
+    def save_calibration(
+        self, name: str, kind: str, record: Mapping[str, Any], gpu: str | None = None, device: str | None = None
+    ) -> dict[str, Any]:
+        """Store a calibration record under a new name; ValueError if the name is taken."""
+        name = _name(name)
+        if kind not in CALIBRATION_KINDS:
+            raise ValueError(f"calibration kind must be one of {list(CALIBRATION_KINDS)}, got {kind!r}")
+        if not isinstance(record, Mapping):
+            raise ValueError(f"calibration record must be a mapping, got {type(record).__name__}")
+        values = {
+            "name": name,
+            "kind": kind,
+            "gpu": _opt_str(gpu, "gpu", 64),
+            "device": _opt_str(device, "device", 16),
+            "record": _jsonable(dict(record), "record"),
+            "created_at": _utcnow(),
+        }
+        with self._write() as conn:
+            taken = conn.execute(sa.select(CALIBRATIONS.c.id).where(CALIBRATIONS.c.name == name)).first()
+            if taken is not None:
+                raise ValueError(f"a calibration named {name!r} already exists")
+            cal_id = conn.execute(CALIBRATIONS.insert().values(**values).returning(CALIBRATIONS.c.id)).scalar_one()
+            row = conn.execute(sa.select(CALIBRATIONS).where(CALIBRATIONS.c.id == cal_id)).one()
+        return _calibration_dict(row)
+
+    def get_calibration(self, name: str) -> dict[str, Any] | None:
+        """The calibration named `name`, or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(CALIBRATIONS).where(CALIBRATIONS.c.name == name)).first()
+        return None if row is None else _calibration_dict(row)
+
+    def latest_calibration(self, gpu: str | None = None) -> dict[str, Any] | None:
+        """The newest calibration (for `gpu` when given), or None."""
+        stmt = sa.select(CALIBRATIONS)
+        if gpu is not None:
+            stmt = stmt.where(CALIBRATIONS.c.gpu == gpu)
+        with self._read() as conn:
+            row = conn.execute(stmt.order_by(CALIBRATIONS.c.id.desc()).limit(1)).first()
+        return None if row is None else _calibration_dict(row)
+
+    def list_calibrations(self) -> list[dict[str, Any]]:
+        """Every calibration, newest first."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(CALIBRATIONS).order_by(CALIBRATIONS.c.id.desc())).all()
+        return [_calibration_dict(r) for r in rows]
 
     def latest_front(self, name: str, kind: str | None = None) -> dict[str, Any] | None:
         """The most recently saved front of the sweep (of `kind` if given), or None."""

@@ -72,7 +72,10 @@ def run(
             return
         existing = store.get_sweep(name or spec.name) if (name or spec.name) else None
         if existing is not None:
-            same = {k: v for k, v in existing["spec"].items() if k != "_workers"} == spec.model_dump(mode="json")
+            skip = ("_workers", "calibration_record")  # filled in when the sweep started
+            same = {k: v for k, v in existing["spec"].items() if k not in skip} == {
+                k: v for k, v in spec.model_dump(mode="json").items() if k not in skip
+            }
             if same and existing["status"] == "finished":
                 console.print(f"sweep [bold]{existing['name']}[/] already finished in {store.url}")
                 console.print(_summary_line(existing.get("summary") or {}))

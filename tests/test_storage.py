@@ -30,7 +30,7 @@ from search.storage import (
 )
 
 PG_ADMIN_URL = os.environ.get("SERVESWEEP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SVC_TABLES = {"svc_sweeps", "svc_evaluations", "svc_fronts", VERSION_TABLE}
+SVC_TABLES = {"svc_sweeps", "svc_evaluations", "svc_fronts", "svc_calibrations", VERSION_TABLE}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -156,7 +156,7 @@ def test_existing_optuna_study_untouched(fresh_url: str, tmp_path) -> None:
     engine = sa.create_engine(fresh_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == optuna_version
-        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0002"]
     engine.dispose()
     loaded = optuna.load_study(study_name="s", storage=fresh_url)
     assert len(loaded.trials) == 3
@@ -383,3 +383,40 @@ def test_two_processes_write_concurrently(dialect: str, request: pytest.FixtureR
         assert len(store.evaluated_keys(sweep)) == batches * batch
     assert _tables(url) == SVC_TABLES
     store.close()
+
+
+def test_calibrations_round_trip(store: Store) -> None:
+    record = {"serving": {"bw_factor": 0.9}, "fit": {"n": 3}}
+    saved = store.save_calibration("cal-1", "measurements", record, gpu=None, device=None)
+    assert saved["record"] == record
+    store.save_calibration("cal-2", "probe", {"gpus": {"CPU": {}}}, gpu="CPU", device="cpu")
+    assert store.latest_calibration()["name"] == "cal-2"
+    assert store.latest_calibration(gpu="CPU")["device"] == "cpu"
+    assert store.get_calibration("cal-1")["kind"] == "measurements"
+    assert [c["name"] for c in store.list_calibrations()] == ["cal-2", "cal-1"]
+    with pytest.raises(ValueError, match="cal-1"):
+        store.save_calibration("cal-1", "measurements", record)
+    with pytest.raises(ValueError, match="kind"):
+        store.save_calibration("cal-3", "guess", record)
+    assert store.get_calibration("nope") is None
+
+
+def test_a_database_at_0001_upgrades_and_keeps_its_data(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    command.upgrade(alembic_config(url), "0001")
+    assert "svc_calibrations" not in _tables(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        now = datetime.now(UTC)
+        conn.execute(
+            sa.text(
+                "INSERT INTO svc_sweeps (name, status, spec_yaml, spec, created_at, updated_at) "
+                "VALUES ('old', 'finished', 'x: 1', '{}', :t, :t)"
+            ),
+            {"t": now},
+        )
+    engine.dispose()
+    store = Store(url)
+    assert "svc_calibrations" in _tables(url)
+    assert store.get_sweep("old")["status"] == "finished"
+    store.save_calibration("c", "measurements", {"serving": {}})
