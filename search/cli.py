@@ -20,6 +20,7 @@ from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
 from search.calibration import calibrate_from_measurements, resolve_calibration
+from search.simulate_cli import register as _register_simulate_command
 from search.sweep_commands import register as _register_sweep_commands
 
 app = typer.Typer(
@@ -409,6 +410,7 @@ def calibrate(
 
 
 _register_sweep_commands(app)
+_register_simulate_command(app)
 
 
 def main() -> None:  # pragma: no cover - console script shim

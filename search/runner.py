@@ -37,6 +37,7 @@ from search.storage import Store
 
 STORE_ALL_LIMIT = 200_000  # exhaustive sweeps up to this size store every evaluation
 EXHAUSTIVE_REFERENCE_LIMIT = 2_000_000  # guided sweeps compute the exact front up to this size
+SIMULATED_REFERENCE_LIMIT = 64  # ... or this size with the simulator (tens of ms per configuration)
 PENALTY = 1e12  # objective value told to Optuna when the model gives none (does not fit)
 CHECKPOINT_S = 2.0
 
@@ -500,7 +501,7 @@ def _guided_summary(
         "front_size": len(points),
     }
     hv = None
-    if space.size <= EXHAUSTIVE_REFERENCE_LIMIT:
+    if space.size <= (EXHAUSTIVE_REFERENCE_LIMIT if spec.evaluator == "analytic" else SIMULATED_REFERENCE_LIMIT):
         _, exact = exact_front(spec)
         if len(exact):
             ideal, nadir = _hv_frame(exact)
