@@ -20,6 +20,7 @@ from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
 from search.calibration import calibrate_from_measurements, resolve_calibration
+from search.probe_cli import register as _register_probe_command
 from search.simulate_cli import register as _register_simulate_command
 from search.sweep_commands import register as _register_sweep_commands
 
@@ -179,7 +180,7 @@ def estimate(
         return
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
     try:
-        efficiency, _label = resolve_calibration(calibration, storage)
+        efficiency, calibration_label = resolve_calibration(calibration, storage)
     except ValueError as exc:
         _fail(str(exc))
         return
@@ -257,6 +258,7 @@ def estimate(
         "bound": row["bound"],
         "decode_step_s": row["decode"],
         "ttft_breakdown_s": row["prefill"],
+        "calibration": calibration_label,
         "efficiency": {
             "bw": eff.bw,
             "gemm": eff.gemm,
@@ -334,7 +336,7 @@ def _print_estimate(r: dict) -> None:
     e = r["efficiency"]
     console.print(
         f"efficiency: bandwidth {e['bw']:.2f}, GEMM {e['gemm']:.2f}, attention {e['attention']:.2f}, "
-        f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']})"
+        f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']}); calibration: {r['calibration']}"
     )
     for note in r["notes"]:
         console.print(f"[yellow]note:[/] {note}")
@@ -411,6 +413,7 @@ def calibrate(
 
 _register_sweep_commands(app)
 _register_simulate_command(app)
+_register_probe_command(app)
 
 
 def main() -> None:  # pragma: no cover - console script shim

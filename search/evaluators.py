@@ -3,13 +3,14 @@
 `Evaluator` is the one interface (see `evaluate`); `AnalyticEvaluator` runs the vectorized
 cost model of `objectives` (microseconds per configuration); `SimulatorEvaluator` replays a
 seeded request stream through the discrete-event simulator (`objectives.simulator`, tens of
-milliseconds per configuration) for latency percentiles under load. GPU probes come behind the
-same interface later. An evaluator is built from the spec alone, so a Ray worker can rebuild it
-from the spec's JSON.
+milliseconds per configuration) for latency percentiles under load; `ProbeEvaluator` measures
+one real decoder layer per candidate on a GPU (search.probes). An evaluator is built from the
+spec alone, so a Ray worker can rebuild it from the spec's JSON.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +95,8 @@ class EvalResult:
                     "evaluator": evaluator,
                 }
             )
+            if "probe_measured" in self.metrics and self.metrics["probe_measured"][i] == 1.0:
+                out[-1]["measured"] = True
         return out
 
 
@@ -390,10 +393,271 @@ class SimulatorEvaluator(AnalyticEvaluator):
         )
 
 
+PROBE_FRONT_LIMIT = 2_000_000  # spaces up to this size pick probe candidates from their exact analytic front
+
+
+def _lm_head_s(b: ConfigBatch, tokens: float) -> float:
+    """Analytic time of the LM head for `tokens` logits (one-row batch `b`)."""
+    from objectives.compute import lm_head_flops
+    from objectives.timing import gemm_efficiency, roofline_time_s
+
+    mem = b.lm_head_params / b.tp * b.embedding_bytes_per_param / (b.hbm_bw_bytes_per_s * b.eff_bw)
+    tok = np.array([float(tokens)])
+    math_s = lm_head_flops(b, tok) / (b.peak_flops * gemm_efficiency(b, tok))
+    return float(roofline_time_s(mem, math_s, b.roofline_sharpness)[0])
+
+
+class ProbeEvaluator(AnalyticEvaluator):
+    """The analytic model, with the layer times of the analytic front's best candidates measured:
+    one real decoder layer of the model (search.probes.probe_layer) at the candidate's per-GPU
+    shapes, timed for a decode step at its batch and context and for a prefill chunk, on a GPU of
+    its type (a Ray task asking num_gpus=1 and the accelerator type) or, with
+    `probe.device: cpu`, in this process (tests). The measured / analytic ratio of the linear
+    layers (plus the analytic LM head) and of attention, at the probed shapes, replaces the
+    analytic `gemm_s` and `attention_s` of the decode and prefill steps; communication and
+    overheads stay analytic. Only the first `probe.max_candidates` configurations of the
+    analytic front of the whole space are probed (`probe_ids`), and only bf16 layers (bf16
+    weights and KV cache). Rows that were probed carry `probe_measured` = 1 and are stored as
+    measured; the others stay analytic, and `notes` says why (e.g. no GPU of that type).
+
+    On a CPU the probe exists for tests: its times are a CPU's, not the GPU's."""
+
+    name = "probe"
+
+    def __init__(self, spec: SweepSpec) -> None:
+        super().__init__(spec)
+        self.settings = spec.probe
+        self.probed = 0
+        self.notes: dict[str, str] = {}
+        self._cache: dict[tuple, dict[str, float]] = {}
+        self._available: dict[str, str | None] = {}
+        self._probe_ids: set[int] | None = None
+
+    def _unavailable(self, gpu_id: str) -> str | None:
+        """Why `gpu_id` cannot be probed, or None."""
+        if self.settings.device == "cpu":
+            return None
+        if gpu_id not in self._available:
+            import ray
+
+            from search.probes import has_gpu_type, ray_accelerator_type
+
+            if not ray.is_initialized():
+                why: str | None = "no Ray cluster is connected"
+            elif not has_gpu_type(ray_accelerator_type(gpu_id)):
+                why = f"the Ray cluster has no {ray_accelerator_type(gpu_id)} GPU"
+            else:
+                why = None
+            self._available[gpu_id] = why
+            if why:
+                self.notes[gpu_id] = f"{gpu_id} candidates stay analytic: {why}"
+                logging.getLogger("servesweep.probe").warning(self.notes[gpu_id])
+        return self._available[gpu_id]
+
+    def _measure(self, gpu_id: str, b: ConfigBatch, micro: int, context: int, prefill: int) -> dict[str, float]:
+        from search.probes import layer_shape, probe_layer, probe_layer_remote, ray_accelerator_type
+
+        tp, ep = int(b.tp[0]), int(b.ep[0])
+        key = (gpu_id, tp, ep, micro, context, prefill, self.settings.device)
+        if key not in self._cache:
+            shape = layer_shape(
+                self.model, tp=tp, ep=ep, batch=micro, context=context, prefill_tokens=prefill, seed=self.spec.seed
+            )
+            if self.settings.device == "cpu":
+                self._cache[key] = probe_layer(shape, "cpu", self.settings.repeats)
+            else:
+                self._cache[key] = probe_layer_remote(shape, ray_accelerator_type(gpu_id), self.settings.repeats)
+        return self._cache[key]
+
+    def _front_order(self, result: EvalResult, rows: np.ndarray) -> np.ndarray:
+        """`rows` of `result` on their analytic Pareto front, best first objective first."""
+        from search.pareto import pareto_mask, to_minimization
+
+        if not rows.size:
+            return rows
+        objs = to_minimization(
+            np.nan_to_num(result.objectives[rows], nan=np.inf), [o.direction for o in self.spec.objectives]
+        )
+        objs = np.where(np.isfinite(objs), objs, 1e300)
+        keep = pareto_mask(objs)
+        front, first = rows[keep], objs[keep, 0]
+        return front[np.argsort(first, kind="stable")]
+
+    def probe_ids(self) -> set[int] | None:
+        """The configurations worth a probe: the first `max_candidates` of the analytic front of
+        the whole space (feasible, best first objective first) — the same in every process, so
+        a sweep probes at most that many distinct configurations. None when the space is too
+        large to enumerate (then each evaluate call probes its own front, up to the cap)."""
+        if self._probe_ids is None and self.space.size <= PROBE_FRONT_LIMIT:
+            ids, objs = np.zeros(0, dtype=np.int64), []
+            results = []
+            for start in range(0, self.space.size, 65_536):
+                r = AnalyticEvaluator.evaluate(self, np.arange(start, min(self.space.size, start + 65_536)))
+                front = self._front_order(r, np.flatnonzero(r.feasible))
+                results.append(r.take(front))
+            ids = np.concatenate([r.ids for r in results])
+            objs = np.vstack([r.objectives for r in results])
+            merged = EvalResult(
+                ids=ids,
+                feasible=np.ones(ids.size, dtype=bool),
+                reason=[""] * ids.size,
+                objectives=objs,
+                constraints=np.zeros((ids.size, 0)),
+                constraint_names=[],
+            )
+            best = self._front_order(merged, np.arange(ids.size))[: self.settings.max_candidates]
+            self._probe_ids = {int(i) for i in ids[best]}
+        return self._probe_ids
+
+    def _order(self, base: EvalResult) -> list[int]:
+        """Rows to probe, best first."""
+        chosen = self.probe_ids()
+        if chosen is not None:
+            rows = np.array([i for i in range(len(base)) if int(base.ids[i]) in chosen], dtype=np.int64)
+            return [int(i) for i in self._front_order(base, rows)] if rows.size else []
+        return [int(i) for i in self._front_order(base, np.flatnonzero(base.constraints[:, 0] <= 0.0))]
+
+    def evaluate(self, ids: np.ndarray) -> EvalResult:
+        from objectives.memory import layers_per_gpu
+        from objectives.quantization import get_scheme
+        from objectives.timing import (
+            decode_step_time_s,
+            forward_time_s,
+            prefill_time_s,
+        )
+
+        base = super().evaluate(ids)
+        n = len(base)
+        metrics = dict(base.metrics)
+        for k in (
+            "probe_measured",
+            "probe_decode_layer_s",
+            "probe_prefill_layer_s",
+            "analytic_tpot_s",
+            "analytic_ttft_s",
+        ):
+            metrics[k] = np.full(n, 0.0 if k == "probe_measured" else np.nan)
+        for k in ("ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu"):
+            metrics[k] = metrics[k].copy()
+        for k in ("output_tokens_per_s_per_user", "replicas", "usd_per_hour", "usd_per_million_output_tokens"):
+            metrics[k] = metrics[k].copy()
+        metrics["energy_j_per_output_token"] = metrics["energy_j_per_output_token"].copy()
+        metrics["total_gpus"] = metrics["total_gpus"].copy()
+        wl = self.workload
+        isl, osl = float(wl.isl), float(wl.osl)
+        mean_ctx = isl + osl / 2.0
+        fixed = "replicas" in {d.name for d in self.space.dimensions}
+        rate = wl.arrival_rate_per_s
+        for i in self._order(base):
+            if self.probe_ids() is None and self.probed >= self.settings.max_candidates:
+                break
+            idx = self.space.decode(base.ids[i : i + 1])
+            b, _ = self._batch(idx, np.array([0]))
+            dims = {d.name: d for d in self.space.dimensions}
+            gpu_id = dims["accelerator"].values[int(idx["accelerator"][0])]
+            weights = dims["weights"].values[int(idx["weights"][0])]
+            kv = dims["kv_cache"].values[int(idx["kv_cache"][0])]
+            if get_scheme(weights).bytes_per_weight != 2 or kv != "bf16" or float(b.activation_bytes[0]) != 2:
+                self.notes.setdefault("dtype", "only bf16 layers (bf16 weights and KV cache) are probed")
+                continue
+            if self._unavailable(gpu_id):
+                continue
+            batch = float(metrics["batch"][i])
+            pp = float(b.pp[0])
+            micro = max(1, round(batch / pp))
+            chunks = max(1.0, np.ceil(isl / float(b.max_num_tokens[0])))
+            prefill = int(self.settings.prefill_tokens or max(1, round(isl / chunks)))
+            t = self._measure(gpu_id, b, micro, round(mean_ctx), prefill)
+            self.probed += 1
+            layers = float(layers_per_gpu(b)[0])
+
+            a_dec = forward_time_s(b, np.array([float(micro)]), mean_ctx)
+            a_pre = forward_time_s(
+                b, np.array([0.0]), 0.0, prefill_tokens=float(prefill), prefill_context=prefill / 2.0, prefill_seqs=1.0
+            )
+            r_gemm_dec = (layers * t["decode_linear_s"] + _lm_head_s(b, micro)) / float(a_dec.gemm_s[0])
+            r_att_dec = layers * t["decode_attention_s"] / max(float(a_dec.attention_s[0]), 1e-30)
+            r_gemm_pre = (layers * t["prefill_linear_s"] + _lm_head_s(b, 1.0)) / float(a_pre.gemm_s[0])
+            r_att_pre = layers * t["prefill_attention_s"] / max(float(a_pre.attention_s[0]), 1e-30)
+
+            def measured(st: Any, rg: float, ra: float) -> float:
+                return float(st.total_s[0] + (rg - 1.0) * st.gemm_s[0] + (ra - 1.0) * st.attention_s[0])
+
+            bb = np.array([batch])
+            dec = decode_step_time_s(b, bb, mean_ctx)
+            pre_all = prefill_time_s(b, isl, bb)
+            first = prefill_time_s(b, isl, 1.0, running_seqs=bb - 1.0, running_context=mean_ctx)
+            cycle = osl * measured(dec, r_gemm_dec, r_att_dec) + measured(pre_all, r_gemm_pre, r_att_pre)
+            ttft = measured(first, r_gemm_pre, r_att_pre)
+            old_tps = float(metrics["output_tokens_per_s"][i])
+            tpot = cycle / osl
+            tps = batch * osl / cycle
+            gpus = float(metrics["gpus"][i])
+            metrics["analytic_tpot_s"][i] = metrics["tpot_s"][i]
+            metrics["analytic_ttft_s"][i] = metrics["ttft_s"][i]
+            metrics["tpot_s"][i] = tpot
+            metrics["ttft_s"][i] = ttft
+            metrics["e2e_s"][i] = ttft + (osl - 1.0) * tpot
+            metrics["output_tokens_per_s"][i] = tps
+            metrics["output_tokens_per_s_per_gpu"][i] = tps / gpus
+            metrics["output_tokens_per_s_per_user"][i] = 1.0 / tpot
+            metrics["energy_j_per_output_token"][i] *= old_tps / tps
+            replicas = float(metrics["replicas"][i])
+            if fixed:
+                served = min(rate * osl, replicas * tps) if rate else replicas * tps
+            elif rate and not wl.offline:
+                replicas = max(float(np.ceil(rate * osl / tps)), 1.0)
+                served = min(rate * osl, replicas * tps)
+            else:
+                served = tps
+            usd_per_hour = replicas * gpus * self.price_per_gpu_hour(gpu_id)
+            metrics["replicas"][i] = replicas
+            metrics["total_gpus"][i] = replicas * gpus
+            metrics["usd_per_hour"][i] = usd_per_hour
+            metrics["usd_per_million_output_tokens"][i] = usd_per_hour / (served * 3600.0) * 1e6
+            metrics["probe_measured"][i] = 1.0
+            metrics["probe_decode_layer_s"][i] = t["decode_linear_s"] + t["decode_attention_s"]
+            metrics["probe_prefill_layer_s"][i] = t["prefill_linear_s"] + t["prefill_attention_s"]
+        cons = self._constraints(metrics, base.constraints[:, 0])
+        feasible = np.all(cons <= 0.0, axis=1)
+        reason = [
+            (_violated(self.constraint_names, cons[i]) if (not r or r.startswith("violates ")) else r)
+            for i, r in enumerate(base.reason)
+        ]
+        objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
+        return EvalResult(
+            ids=base.ids,
+            feasible=feasible,
+            reason=reason,
+            objectives=objectives,
+            constraints=cons,
+            constraint_names=self.constraint_names,
+            metrics=metrics,
+        )
+
+    def _constraints(self, metrics: dict[str, np.ndarray], fits: np.ndarray) -> np.ndarray:
+        """The analytic evaluator's constraints, recomputed from (probed) metrics."""
+        cols = [fits]
+        if self.spec.constraints.slos:
+            for s in self.workload.slos:
+                cols.append(np.nan_to_num(metrics[LATENCY_METRICS[s.metric]], nan=np.inf) - s.max_s)
+        if self.spec.constraints.max_gpus is not None:
+            cols.append(metrics["total_gpus"] - self.spec.constraints.max_gpus)
+        if self.spec.constraints.max_usd_per_hour is not None:
+            cols.append(np.nan_to_num(metrics["usd_per_hour"], nan=np.inf) - self.spec.constraints.max_usd_per_hour)
+        if "serves_rate" in self.constraint_names:
+            capacity = metrics["replicas"] * np.nan_to_num(metrics["output_tokens_per_s"], nan=0.0)
+            cols.append(self.workload.arrival_rate_per_s * self.workload.osl - capacity)
+        cons = np.stack(cols, axis=1)
+        return np.where(np.isfinite(cons), cons, 1e30)
+
+
 def make_evaluator(spec: SweepSpec) -> Evaluator:
     """The evaluator a spec asks for."""
     if spec.evaluator == "analytic":
         return AnalyticEvaluator(spec)
     if spec.evaluator == "simulator":
         return SimulatorEvaluator(spec)
+    if spec.evaluator == "probe":
+        return ProbeEvaluator(spec)
     raise ValueError(f"evaluator {spec.evaluator!r} is not available")

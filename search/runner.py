@@ -159,8 +159,18 @@ def run_sweep(
     except Exception:
         store.update_sweep(name, status="failed")
         raise
+    if spec.evaluator == "probe":
+        summary = {**summary, **_probe_summary(store, name, spec)}
     store.update_sweep(name, status="finished", finished_at=_now(), summary=summary)
     return summary
+
+
+def _probe_summary(store: Store, name: str, spec: SweepSpec) -> dict[str, Any]:
+    """What a probe sweep measured, and which accelerators stayed analytic and why."""
+    from search.probes import probe_coverage
+
+    analytic = probe_coverage(list(spec.accelerators), spec.probe.device)
+    return {"measured": store.count_evaluations(name)["measured"], "probe_analytic": analytic}
 
 
 def _now() -> Any:
@@ -501,7 +511,12 @@ def _guided_summary(
         "front_size": len(points),
     }
     hv = None
-    if space.size <= (EXHAUSTIVE_REFERENCE_LIMIT if spec.evaluator == "analytic" else SIMULATED_REFERENCE_LIMIT):
+    # A probe sweep measures a few candidates on GPUs; measuring the whole space again for a
+    # reference front is not what they are for, so its hypervolume stands alone.
+    reference_limit = {"analytic": EXHAUSTIVE_REFERENCE_LIMIT, "simulator": SIMULATED_REFERENCE_LIMIT}.get(
+        spec.evaluator, -1
+    )
+    if space.size <= reference_limit:
         _, exact = exact_front(spec)
         if len(exact):
             ideal, nadir = _hv_frame(exact)

@@ -175,6 +175,18 @@ class Simulation(_Strict):
         return value
 
 
+class Probe(_Strict):
+    """Settings of `evaluator: probe` (search.probes / ProbeEvaluator): one real decoder layer
+    per candidate, timed on `device` (cuda: a Ray task on a GPU of the candidate's type; cpu:
+    in the evaluating process, for tests). Only the first `max_candidates` configurations of the
+    analytic front (best first objective first) are probed; the rest stay analytic."""
+
+    device: Literal["cuda", "cpu"] = "cuda"
+    max_candidates: int = Field(default=8, ge=0)
+    repeats: int = Field(default=5, ge=1, le=1000)
+    prefill_tokens: int | None = Field(default=None, ge=1)  # prefill chunk probed (default: the chunk)
+
+
 class SweepSpec(_Strict):
     """A whole sweep."""
 
@@ -191,13 +203,14 @@ class SweepSpec(_Strict):
     )
     constraints: Constraints = Field(default_factory=Constraints)
     pricing: Pricing = Field(default_factory=Pricing)
-    evaluator: Literal["analytic", "simulator"] = "analytic"
+    evaluator: Literal["analytic", "simulator", "probe"] = "analytic"
     # Efficiencies: "none" (shipped defaults), "latest" (newest stored calibration) or a record
     # file. Resolved when the sweep starts and kept in `calibration_record`, so every worker and
     # a resumed driver use the same numbers.
     calibration: str = "none"
     calibration_record: dict[str, Any] | None = None
     simulation: Simulation = Field(default_factory=Simulation)
+    probe: Probe = Field(default_factory=Probe)
     sampler: Literal["tpe", "nsga2", "gp", "exhaustive"] = "tpe"
     budget: Budget = Field(default_factory=Budget)
     seed: int = 0

@@ -727,16 +727,17 @@ class Store:
         return [_evaluation_dict(r) for r in rows]
 
     def count_evaluations(self, name: str) -> dict[str, int]:
-        """{'total': n, 'feasible': m} for the sweep."""
+        """{'total': n, 'feasible': m, 'measured': k} for the sweep (measured: by a probe)."""
         with self._read() as conn:
             sweep_id = self._sweep_id(conn, name)
-            total, feasible = conn.execute(
+            total, feasible, measured = conn.execute(
                 sa.select(
                     sa.func.count(),
                     sa.func.coalesce(sa.func.sum(sa.case((EVALUATIONS.c.feasible.is_(True), 1), else_=0)), 0),
+                    sa.func.coalesce(sa.func.sum(sa.case((EVALUATIONS.c.measured.is_(True), 1), else_=0)), 0),
                 ).where(EVALUATIONS.c.sweep_id == sweep_id)
             ).one()
-        return {"total": int(total), "feasible": int(feasible)}
+        return {"total": int(total), "feasible": int(feasible), "measured": int(measured)}
 
     # -- fronts -------------------------------------------------------------------------------
 

@@ -133,6 +133,10 @@ def _summary_line(s: dict) -> str:
         for k in ("kind", "space_size", "evaluated", "feasible", "front_size", "hypervolume", "hypervolume_ratio")
         if k in s
     ]
+    if "measured" in s:
+        parts.append(f"measured={s['measured']}")
+    for gpu, why in (s.get("probe_analytic") or {}).items():
+        parts.append(f"\n  {gpu} candidates stayed analytic: {why}")
     return "done: " + "  ".join(parts)
 
 

@@ -332,7 +332,7 @@ def test_spec_takes_the_simulator_and_its_settings(tmp_path):
     assert spec.evaluator == "simulator" and spec.simulation.requests == 300
     assert parse_spec({"model": LLAMA_8B}).evaluator == "analytic"
     with pytest.raises(SpecError, match="evaluator"):
-        parse_spec({**SIM_SPEC, "evaluator": "probe"})
+        parse_spec({**SIM_SPEC, "evaluator": "gpu"})
     with pytest.raises(SpecError, match=r"simulation\.requests"):
         parse_spec({**SIM_SPEC, "simulation": {"requests": 0}})
     with pytest.raises(SpecError, match=r"simulation\.trace"):

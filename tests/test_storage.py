@@ -287,7 +287,7 @@ def test_add_evaluations_skips_duplicates(store: Store) -> None:
     assert store.add_evaluations(name, []) == 0
     assert store.add_evaluations(other, [_row("a")]) == 1  # keys are per sweep
     assert store.evaluated_keys(name) == {"a", "b", "c"}
-    assert store.count_evaluations(name) == {"total": 3, "feasible": 2}
+    assert store.count_evaluations(name) == {"total": 3, "feasible": 2, "measured": 1}
 
     rows = store.get_evaluations(name)
     _assert_jsonable(rows)
@@ -312,7 +312,7 @@ def test_add_evaluations_validates_before_writing(store: Store) -> None:
         store.add_evaluations(name, [{"config": {}, "feasible": True}])
     with pytest.raises(SweepNotFoundError):
         store.add_evaluations("no-such-sweep", [_row("ok")])
-    assert store.count_evaluations(name) == {"total": 0, "feasible": 0}
+    assert store.count_evaluations(name) == {"total": 0, "feasible": 0, "measured": 0}
     # non-finite metrics are stored as null, numpy values as plain Python
     store.add_evaluations(name, [_row("m", metrics={"ttft_s": float("inf"), "arr": np.arange(2)})])
     assert store.get_evaluations(name)[0]["metrics"] == {"ttft_s": None, "arr": [0, 1]}
@@ -324,7 +324,7 @@ def test_bulk_insert_large_batch(store: Store) -> None:
     rows = [_row(f"k{i}", feasible=i % 3 != 0) for i in range(3000)]
     assert store.add_evaluations(name, rows) == 3000
     assert store.add_evaluations(name, [*rows[:1500], _row("new")]) == 1
-    assert store.count_evaluations(name) == {"total": 3001, "feasible": 2001}
+    assert store.count_evaluations(name) == {"total": 3001, "feasible": 2001, "measured": 0}
     assert len(store.get_evaluations(name, keys=[f"k{i}" for i in range(0, 3000, 2)])) == 1500
 
 
@@ -379,7 +379,11 @@ def test_two_processes_write_concurrently(dialect: str, request: pytest.FixtureR
     assert [p.exitcode for p in procs] == [0, 0]
     store = Store(url)
     for sweep in ("left", "right"):
-        assert store.count_evaluations(sweep) == {"total": batches * batch, "feasible": batches * batch}
+        assert store.count_evaluations(sweep) == {
+            "total": batches * batch,
+            "feasible": batches * batch,
+            "measured": 0,
+        }
         assert len(store.evaluated_keys(sweep)) == batches * batch
     assert _tables(url) == SVC_TABLES
     store.close()

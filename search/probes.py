@@ -1,0 +1,536 @@
+"""GPU probes: micro-benchmarks that calibrate the cost model, and one real decoder layer.
+
+The suite (`run_suite`) times, on one device through PyTorch (the optional extra
+`servesweep[probe]`; torch is imported inside the functions only):
+
+- GEMM throughput by dtype (bf16; fp8 where the GPU has it) for M = 1 .. 8192 tokens against
+  the N x K of a model's linear layers;
+- HBM bandwidth: a large device-to-device copy and a read-only reduction;
+- decode attention (SDPA, one query per sequence) against batch and context, KV cache in HBM,
+  and a causal prefill attention forward (FLOP/s, the `attention_fraction` of the data file);
+- all-reduce samples are fitted when present (objectives.probe_fit); this suite does not yet
+  launch a multi-GPU all-reduce.
+
+`build_record` turns the samples into a calibration record (efficiency.yaml layout, kind
+"probe"): the device as the driver names it, mapped to the catalog id, driver / CUDA / torch
+versions, the raw samples and the fitted fractions. A CPU run is labelled gpu "CPU", device
+"cpu"; its fractions sit under `gpus: {CPU: ...}` and no `serving` section, so it never changes
+a GPU's prediction. `run_probe` runs the suite as a Ray task asking for one GPU (and an
+accelerator type when given) after checking the cluster has one (`check_gpu_resource`).
+
+`probe_layer` builds one decoder layer of a model with its per-GPU shapes (attention with a KV
+cache at a given context, the gated MLP or the top-k MoE block with the GPU's experts, random
+weights) and times its linear layers and attention for decode steps and a prefill chunk; the
+probe evaluator (search.evaluators.ProbeEvaluator) combines those with the analytic model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from objectives.accelerators import Accelerator, UnknownAcceleratorError, get_accelerator, load_accelerators
+from objectives.models import ModelSpec, load_model
+from objectives.probe_fit import efficiency_sections, fit_fractions
+
+CPU_ID = "CPU"
+DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+GPU_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+CPU_M = (1, 4, 16, 64, 256)
+# Catalog ids whose Ray accelerator_type is not simply the first token of the id.
+RAY_ACCELERATOR_TYPES = {"A100-SXM-80GB": "A100-80G", "A100-PCIe-80GB": "A100-80G", "GH200-96GB": "GH200"}
+
+
+class ProbeUnavailableError(RuntimeError):
+    """PyTorch or the requested device / cluster resource is missing; the message says which."""
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ProbeUnavailableError("probes need PyTorch: pip install 'servesweep[probe]'") from None
+    return torch
+
+
+def _device(device: str) -> Any:
+    torch = _torch()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ProbeUnavailableError("--device cuda, but PyTorch sees no CUDA device here")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}")
+    return torch.device(device)
+
+
+def _timer(dev: Any, fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median seconds of `fn()` on `dev` (CUDA: synchronized around each call)."""
+    torch = _torch()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))
+
+
+# ------------------------------------------------------------------ device identity
+
+
+def catalog_id(device_name: str, catalog: Mapping[str, Accelerator] | None = None) -> str | None:
+    """The catalog id of a GPU as its driver names it ("NVIDIA H100 80GB HBM3" -> H100-SXM), or
+    None when no catalog entry matches."""
+    catalog = catalog or load_accelerators()
+    name = device_name
+    for prefix in ("NVIDIA ", "AMD Instinct ", "AMD "):
+        if name.upper().startswith(prefix.upper()):
+            name = name[len(prefix) :]
+    words = name.replace("-", " ").split()
+    for n in range(len(words), 0, -1):  # longest prefix of the name that is an id or alias
+        try:
+            return get_accelerator("-".join(words[:n]), catalog).id
+        except UnknownAcceleratorError:
+            continue
+    return None
+
+
+def ray_accelerator_type(gpu_id: str) -> str:
+    """Ray's accelerator_type label for a catalog id (H100-SXM -> H100)."""
+    return RAY_ACCELERATOR_TYPES.get(gpu_id, gpu_id.split("-")[0])
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """Device name, catalog id, driver / CUDA / torch versions."""
+    torch = _torch()
+    info: dict[str, Any] = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda}
+    if device == "cuda":
+        name = torch.cuda.get_device_name(0)
+        info.update(
+            device_name=name,
+            gpu=catalog_id(name),
+            capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+            gpus_visible=torch.cuda.device_count(),
+            driver=_driver_version(),
+        )
+    else:
+        info.update(device_name=platform.processor() or platform.machine(), gpu=CPU_ID, driver=None)
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+# ------------------------------------------------------------------ kernels
+
+
+def linear_shapes(model: ModelSpec) -> list[tuple[str, int, int]]:
+    """(name, N, K) of a model's linear layers at TP 1 (gated MLP assumed)."""
+    h = model.hidden_size
+    q = model.n_heads * model.head_dim
+    kv = 2 * model.n_kv_heads * model.head_dim
+    shapes = [("qkv", q + kv, h), ("o", h, model.n_heads * model.v_head_dim)]
+    inter = _mlp_inter(model)
+    if inter:
+        shapes += [("gate_up", 2 * inter, h), ("down", h, inter)]
+    return shapes
+
+
+def _mlp_inter(model: ModelSpec) -> int:
+    if model.n_dense_layers and model.dense_mlp_params_per_layer:
+        return max(1, model.dense_mlp_params_per_layer // (3 * model.hidden_size))
+    if model.params_per_expert:
+        return max(1, model.params_per_expert // (3 * model.hidden_size))
+    return 0
+
+
+def _fp8_ok(torch: Any, dev: Any) -> bool:
+    return dev.type == "cuda" and torch.cuda.get_device_capability(0) >= (8, 9) and hasattr(torch, "_scaled_mm")
+
+
+def gemm_samples(dev: Any, shapes: list[tuple[str, int, int]], ms: tuple[int, ...], repeats: int) -> list[dict]:
+    """Achieved FLOP/s of x[M, K] @ W[K, N] per dtype and shape."""
+    torch = _torch()
+    out = []
+    dtypes = ["bf16"] + (["fp8"] if _fp8_ok(torch, dev) else [])
+    for dtype in dtypes:
+        for name, n, k in shapes:
+            w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+            if dtype == "fp8":
+                w8 = w.to(torch.float8_e4m3fn)
+                one = torch.ones((), device=dev, dtype=torch.float32)
+            for m in ms:
+                x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+                if dtype == "fp8":
+                    x8 = x.to(torch.float8_e4m3fn)
+                    mp = max(16, -(-m // 16) * 16)  # _scaled_mm wants M a multiple of 16
+                    if mp != m:
+                        x8 = torch.zeros(mp, k, device=dev, dtype=torch.float8_e4m3fn)
+                    fn = lambda x8=x8, w8=w8, one=one: torch._scaled_mm(  # noqa: E731
+                        x8, w8.t(), one, one, out_dtype=torch.bfloat16
+                    )
+                else:
+                    fn = lambda x=x, w=w: x @ w.t()  # noqa: E731
+                s = _timer(dev, fn, repeats)
+                out.append(
+                    {
+                        "kind": "gemm",
+                        "dtype": dtype,
+                        "layer": name,
+                        "m": m,
+                        "n": n,
+                        "k": k,
+                        "seconds": s,
+                        "flops_per_s": 2.0 * m * n * k / s,
+                    }
+                )
+    return out
+
+
+def hbm_samples(dev: Any, nbytes: int, repeats: int) -> list[dict]:
+    """A device-to-device copy (read + write) and a read-only reduction of `nbytes`."""
+    torch = _torch()
+    n = nbytes // 2
+    src = torch.ones(n, device=dev, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    t_copy = _timer(dev, lambda: dst.copy_(src), repeats)
+    t_sum = _timer(dev, lambda: src.sum(dtype=torch.float32), repeats)
+    return [
+        {"kind": "copy", "bytes": 2 * n * 2, "seconds": t_copy, "bytes_per_s": 2 * n * 2 / t_copy},
+        {"kind": "reduce", "bytes": n * 2, "seconds": t_sum, "bytes_per_s": n * 2 / t_sum},
+    ]
+
+
+def attention_samples(
+    dev: Any,
+    model: ModelSpec,
+    batches: tuple[int, ...],
+    contexts: tuple[int, ...],
+    prefill_tokens: tuple[int, ...],
+    repeats: int,
+) -> list[dict]:
+    """Decode attention (one query per sequence over a bf16 KV cache) and causal prefill."""
+    torch = _torch()
+    f = torch.nn.functional
+    hq, hkv, d = model.n_heads, model.n_kv_heads, model.head_dim
+    out = []
+    for b in batches:
+        for ctx in contexts:
+            q = torch.randn(b, hq, 1, d, device=dev, dtype=torch.bfloat16)
+            k = torch.randn(b, hkv, ctx, d, device=dev, dtype=torch.bfloat16)
+            v = torch.randn_like(k)
+            s = _timer(dev, lambda q=q, k=k, v=v: f.scaled_dot_product_attention(q, k, v, enable_gqa=True), repeats)
+            kv_bytes = 2 * b * hkv * ctx * d * 2
+            out.append(
+                {
+                    "kind": "decode_attention",
+                    "batch": b,
+                    "context": ctx,
+                    "seconds": s,
+                    "bytes_per_s": kv_bytes / s,
+                    "flops_per_s": 4.0 * b * hq * ctx * d / s,
+                }
+            )
+    for t in prefill_tokens:
+        q = torch.randn(1, hq, t, d, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(1, hkv, t, d, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        fn = lambda q=q, k=k, v=v: f.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
+        s = _timer(dev, fn, repeats)
+        flops = 4.0 * hq * d * t * (t + 1) / 2.0  # causal: QK^T and PV over half the pairs
+        out.append({"kind": "prefill_attention", "tokens": t, "seconds": s, "flops_per_s": flops / s})
+    return out
+
+
+def run_suite(device: str = "cuda", model: str = DEFAULT_MODEL, repeats: int | None = None) -> dict[str, Any]:
+    """Run every probe on `device`; returns {"info", "samples"}. The CPU suite uses small
+    sizes (it exists to exercise the code path, not to measure a GPU)."""
+    torch = _torch()
+    dev = _device(device)
+    spec = load_model(model)
+    info = device_info(device)
+    info["model_shapes"] = spec.id
+    gpu = dev.type == "cuda"
+    reps = repeats or (10 if gpu else 3)
+    with torch.inference_mode():
+        shapes = linear_shapes(spec)
+        if not gpu:  # a quarter of each dimension keeps the CPU run to seconds
+            shapes = [(n, max(64, a // 4), max(64, b // 4)) for n, a, b in shapes]
+        samples = gemm_samples(dev, shapes, GPU_M if gpu else CPU_M, reps)
+        samples += hbm_samples(dev, (2 << 30) if gpu else (32 << 20), reps)
+        samples += attention_samples(
+            dev,
+            spec,
+            batches=(1, 8, 64) if gpu else (1, 4),
+            contexts=(1024, 4096, 16384) if gpu else (128, 512),
+            prefill_tokens=(1024, 4096) if gpu else (128, 256),
+            repeats=reps,
+        )
+    return {"info": info, "samples": samples}
+
+
+# ------------------------------------------------------------------ record
+
+
+def _peaks(info: Mapping[str, Any], samples: list[dict]) -> dict[str, Any]:
+    """Datasheet peaks of the catalog GPU; for the CPU (no datasheet) the best measured rates."""
+    gpu_id = info.get("gpu")
+    if info.get("device") == "cuda" and gpu_id:
+        acc = load_accelerators()[gpu_id]
+        return {
+            "hbm_bw_bytes_per_s": acc.hbm_bw_bytes_per_s,
+            "flops": dict(acc.peak_flops),
+            "link_bw_bytes_per_s": acc.scaleup_bw_bytes_per_s,
+            "source": f"catalog {gpu_id}",
+        }
+    bw = [s["bytes_per_s"] for s in samples if s["kind"] in ("copy", "reduce", "decode_attention")]
+    flops: dict[str, float] = {}
+    for s in samples:
+        if s["kind"] == "gemm":
+            flops[s["dtype"]] = max(flops.get(s["dtype"], 0.0), s["flops_per_s"])
+    return {
+        "hbm_bw_bytes_per_s": max(bw) if bw else None,
+        "flops": flops,
+        "link_bw_bytes_per_s": None,
+        "source": "best measured rates (the CPU has no datasheet peak here)",
+    }
+
+
+def build_record(result: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """A calibration record (kind "probe") from `run_suite`'s result."""
+    info = dict(result["info"])
+    samples = list(result["samples"])
+    is_gpu = info.get("device") == "cuda"
+    if is_gpu and not info.get("gpu"):
+        raise ValueError(
+            f"GPU {info.get('device_name')!r} is not in the accelerator catalog; add it (--gpu-file) before probing"
+        )
+    gpu_id = info["gpu"] if is_gpu else CPU_ID
+    today = dt.date.today().isoformat()
+    name = name or f"probe-{gpu_id.lower()}-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}"
+    peaks = _peaks(info, samples)
+    fitted = fit_fractions(samples, peaks)
+    source = f"probe {name} on {info.get('device_name')} ({today})"
+    sections = efficiency_sections(fitted, gpu_id, source, is_gpu=is_gpu)
+    return {
+        "name": name,
+        "kind": "probe",
+        "gpu": gpu_id,
+        "device": "cuda" if is_gpu else "cpu",
+        "device_name": info.get("device_name"),
+        "versions": {"driver": info.get("driver"), "cuda": info.get("cuda"), "torch": info.get("torch")},
+        "info": info,
+        **sections,
+        "fit": {"date": today, "peaks": peaks, "fitted": fitted},
+        "samples": samples,
+    }
+
+
+# ------------------------------------------------------------------ Ray
+
+
+def cluster_gpu_types() -> dict[str, float]:
+    """{"GPU": count, "accelerator_type:X": count, ...} of the connected Ray cluster."""
+    import ray
+
+    res = ray.cluster_resources()
+    return {k: float(v) for k, v in res.items() if k == "GPU" or k.startswith("accelerator_type:")}
+
+
+def check_gpu_resource(accelerator_type: str | None = None) -> None:
+    """Raise ProbeUnavailableError (at once, naming what the cluster has) unless the connected
+    Ray cluster has a GPU, and one of `accelerator_type` when given: Ray would wait forever."""
+    have = cluster_gpu_types()
+    if have.get("GPU", 0.0) < 1.0:
+        raise ProbeUnavailableError(
+            "the Ray cluster has no GPU resource (num_gpus=1 would wait forever); "
+            "join a cluster with GPUs (--ray-address) or use --device cpu"
+        )
+    if accelerator_type and f"accelerator_type:{accelerator_type}" not in have:
+        types = sorted(k.split(":", 1)[1] for k in have if k.startswith("accelerator_type:")) or ["none labelled"]
+        raise ProbeUnavailableError(
+            f"the Ray cluster has no GPU of accelerator_type {accelerator_type!r} (it has: {', '.join(types)})"
+        )
+
+
+def has_gpu_type(accelerator_type: str) -> bool:
+    """True when the connected Ray cluster has a GPU labelled `accelerator_type`."""
+    try:
+        check_gpu_resource(accelerator_type)
+    except ProbeUnavailableError:
+        return False
+    return True
+
+
+def probe_coverage(accelerators: list[str], device: str) -> dict[str, str]:
+    """{catalog GPU id: why its candidates stay analytic} for a probe sweep on the connected
+    cluster (empty when every accelerator can be probed, or when probing on the CPU)."""
+    if device == "cpu":
+        return {}
+    import ray
+
+    out = {}
+    for gpu_id in accelerators:
+        kind = ray_accelerator_type(gpu_id)
+        if not ray.is_initialized():
+            out[gpu_id] = "no Ray cluster is connected"
+        elif not has_gpu_type(kind):
+            out[gpu_id] = f"the Ray cluster has no {kind} GPU"
+    return out
+
+
+def run_probe(
+    device: str = "cuda",
+    *,
+    accelerator_type: str | None = None,
+    model: str = DEFAULT_MODEL,
+    repeats: int | None = None,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    """Run the suite as a Ray task (num_gpus=1 for cuda) and return its raw result."""
+    import ray
+
+    from search.distributed import ensure_ray
+
+    ensure_ray(ray_address, workers=None)
+    if device == "cuda":
+        check_gpu_resource(accelerator_type)
+        opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
+        if accelerator_type:
+            opts["accelerator_type"] = accelerator_type
+    else:
+        opts = {"num_gpus": 0, "num_cpus": 1}
+    task = ray.remote(max_retries=0)(run_suite).options(**opts)
+    return ray.get(task.remote(device, model, repeats))
+
+
+# ------------------------------------------------------------------ one decoder layer
+
+
+def layer_shape(
+    model: ModelSpec, *, tp: int, ep: int, batch: int, context: int, prefill_tokens: int, seed: int = 0
+) -> dict[str, Any]:
+    """Per-GPU shapes of one decoder layer under TP `tp` / EP `ep` (plain, JSON-able)."""
+    heads = max(1, math.ceil(model.n_heads / tp))
+    kv_heads = max(1, math.ceil(model.n_kv_heads / tp))
+    if heads % kv_heads:  # SDPA's grouped-query attention needs whole groups
+        kv_heads = math.gcd(heads, kv_heads)
+    moe = model.n_moe_layers > 0 and model.n_experts > 0
+    inter = _mlp_inter(model) if not moe else max(1, model.params_per_expert // (3 * model.hidden_size))
+    shard = min(ep, tp) if moe else 1
+    return {
+        "hidden": model.hidden_size,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "head_dim": model.head_dim,
+        "v_head_dim": model.v_head_dim,
+        "moe": moe,
+        "inter": max(1, inter * shard // tp),  # per expert (MoE) or per layer (dense), per GPU
+        "experts_total": model.n_experts if moe else 0,
+        "experts_local": max(1, model.n_experts // shard) if moe else 0,
+        "top_k": model.experts_per_token if moe else 0,
+        "shared_inter": max(0, model.shared_expert_params_per_layer // (3 * model.hidden_size)) // tp if moe else 0,
+        "batch": max(1, int(batch)),
+        "context": max(1, int(context)),
+        "prefill_tokens": max(1, int(prefill_tokens)),
+        "seed": seed,
+    }
+
+
+def probe_layer(shape: Mapping[str, Any], device: str = "cpu", repeats: int = 3) -> dict[str, float]:
+    """Seconds of one decoder layer's linear layers and attention for one decode step of
+    `batch` sequences at `context` and for a causal prefill chunk of `prefill_tokens`."""
+    torch = _torch()
+    dev = _device(device)
+    f = torch.nn.functional
+    bf = torch.bfloat16
+    g = torch.Generator(device="cpu").manual_seed(int(shape.get("seed", 0)))
+    h, hq, hkv = shape["hidden"], shape["heads"], shape["kv_heads"]
+    d, dv = shape["head_dim"], shape["v_head_dim"]
+
+    def weight(n: int, k: int) -> Any:
+        return (torch.randn(n, k, generator=g, dtype=torch.float32) * k**-0.5).to(device=dev, dtype=bf)
+
+    w_qkv = weight(hq * d + hkv * (d + dv), h)
+    w_o = weight(h, hq * dv)
+    inter = shape["inter"]
+    if shape["moe"]:
+        experts = [(weight(2 * inter, h), weight(h, inter)) for _ in range(shape["experts_local"])]
+        w_router = weight(shape["experts_total"], h)
+        shared = (
+            (weight(2 * shape["shared_inter"], h), weight(h, shape["shared_inter"])) if shape["shared_inter"] else None
+        )
+    else:
+        w_gu, w_dn = weight(2 * inter, h), weight(h, inter)
+
+    def mlp(x: Any, wgu: Any, wdn: Any) -> Any:
+        gate, up = (x @ wgu.t()).chunk(2, dim=-1)
+        return (f.silu(gate) * up) @ wdn.t()
+
+    def linear(x: Any) -> Any:
+        qkv = x @ w_qkv.t()
+        att = qkv[:, : hq * dv] if qkv.shape[1] >= hq * dv else x.new_zeros(x.shape[0], hq * dv)
+        y = x + att @ w_o.t()
+        if not shape["moe"]:
+            return y + mlp(y, w_gu, w_dn)
+        logits = y @ w_router.t()
+        _, top = torch.topk(logits, shape["top_k"], dim=-1)
+        out = y.clone() if shared is None else y + mlp(y, *shared)
+        for e, (wgu, wdn) in enumerate(experts):  # only the experts this GPU hosts
+            rows = (top == e).any(dim=-1).nonzero().flatten()
+            if rows.numel():
+                out.index_add_(0, rows, mlp(y[rows], wgu, wdn))
+        return out
+
+    b, ctx, t = shape["batch"], shape["context"], shape["prefill_tokens"]
+    x_dec = torch.randn(b, h, generator=g).to(device=dev, dtype=bf)
+    x_pre = torch.randn(t, h, generator=g).to(device=dev, dtype=bf)
+    q = torch.randn(b, hq, 1, d, generator=g).to(device=dev, dtype=bf)
+    k = torch.randn(b, hkv, ctx, d, generator=g).to(device=dev, dtype=bf)
+    v = torch.randn(b, hkv, ctx, dv, generator=g).to(device=dev, dtype=bf)
+    qp = torch.randn(1, hq, t, d, generator=g).to(device=dev, dtype=bf)
+    kp = torch.randn(1, hkv, t, d, generator=g).to(device=dev, dtype=bf)
+    vp = torch.randn(1, hkv, t, dv, generator=g).to(device=dev, dtype=bf)
+    with torch.inference_mode():
+        return {
+            "decode_linear_s": _timer(dev, lambda: linear(x_dec), repeats),
+            "decode_attention_s": _timer(
+                dev, lambda: f.scaled_dot_product_attention(q, k, v, enable_gqa=True), repeats
+            ),
+            "prefill_linear_s": _timer(dev, lambda: linear(x_pre), repeats),
+            "prefill_attention_s": _timer(
+                dev, lambda: f.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True), repeats
+            ),
+        }
+
+
+def probe_layer_remote(shape: Mapping[str, Any], accelerator_type: str | None, repeats: int) -> dict[str, float]:
+    """`probe_layer` on a cluster GPU (of `accelerator_type` when given), as a Ray task."""
+    import ray
+
+    opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0}
+    if accelerator_type:
+        opts["accelerator_type"] = accelerator_type
+    task = ray.remote(max_retries=1)(probe_layer).options(**opts)
+    return ray.get(task.remote(dict(shape), "cuda", repeats))

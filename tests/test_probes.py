@@ -1,0 +1,253 @@
+"""GPU probes on the CPU: the suite, the fit, the record round trip, the probe evaluator, and a
+missing GPU resource reported at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from objectives.accelerators import get_accelerator
+from objectives.batch import build_batch
+from objectives.efficiency import default_efficiency
+from objectives.models import load_model
+from objectives.probe_fit import efficiency_sections, fit_alpha_beta, fit_fractions, fit_gemm_ramp
+from objectives.serving import evaluate
+from search.calibration import efficiency_from_record, load_record, resolve_calibration
+from search.probe_cli import register
+from search.probes import (
+    CPU_ID,
+    ProbeUnavailableError,
+    build_record,
+    catalog_id,
+    check_gpu_resource,
+    layer_shape,
+    probe_layer,
+    ray_accelerator_type,
+)
+from search.storage import Store
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """servesweep (test shell)"""
+
+    register(app)
+    return app
+
+
+# ------------------------------------------------------------------ the fit
+
+
+def test_gemm_ramp_fit_recovers_known_parameters():
+    m = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], dtype=float)
+    rng = np.random.default_rng(0)
+    for eff_max, h in ((0.8, 100.0), (0.55, 12.0), (0.9, 900.0)):
+        eff = eff_max * m / (m + h) * np.exp(rng.normal(0.0, 0.01, m.size))
+        got_e, got_h = fit_gemm_ramp(m, eff)
+        assert got_e == pytest.approx(eff_max, rel=0.03)
+        assert got_h == pytest.approx(h, rel=0.08)
+
+
+def test_fractions_from_synthetic_samples():
+    peaks = {"hbm_bw_bytes_per_s": 3.35e12, "flops": {"bf16": 989e12, "fp8": 1979e12}, "link_bw_bytes_per_s": 450e9}
+    samples = [
+        {"kind": "copy", "bytes": 4e9, "seconds": 4e9 / 2.9e12, "bytes_per_s": 2.9e12},
+        {"kind": "reduce", "bytes": 2e9, "seconds": 2e9 / 3.0e12, "bytes_per_s": 3.0e12},
+        {"kind": "prefill_attention", "tokens": 4096, "seconds": 1.0, "flops_per_s": 330e12},
+        {"kind": "decode_attention", "batch": 8, "context": 4096, "seconds": 1.0, "bytes_per_s": 2.0e12},
+    ]
+    for dtype, peak, e, h in (("bf16", 989e12, 0.8, 70.0), ("fp8", 1979e12, 0.7, 150.0)):
+        for m in (1, 8, 64, 512, 4096):
+            samples.append({"kind": "gemm", "dtype": dtype, "m": m, "flops_per_s": peak * e * m / (m + h)})
+    for nbytes in (1 << 20, 1 << 24, 1 << 28, 1 << 30):  # alpha 30 us, busbw 480 GB/s, 8 GPUs
+        samples.append({"kind": "allreduce", "bytes": nbytes, "gpus": 8, "seconds": 30e-6 + nbytes * 1.75 / 480e9})
+    got = fit_fractions(samples, peaks)
+    assert got["hbm_copy_fraction"] == pytest.approx(3.0 / 3.35)
+    assert got["gemm"]["bf16"]["fraction"] == pytest.approx(0.8, rel=1e-3)
+    assert got["gemm"]["bf16"]["half_tokens"] == pytest.approx(70.0, rel=1e-2)
+    assert got["gemm"]["fp8"]["fraction"] == pytest.approx(0.7, rel=1e-3)
+    assert got["attention_fraction"] == pytest.approx(330 / 989)
+    assert got["attention_bw_fraction"] == pytest.approx(2.0 / 3.35)
+    assert got["allreduce_busbw_fraction"] == pytest.approx(480 / 450, rel=1e-3)
+    assert got["allreduce_latency_s"] == pytest.approx(30e-6, rel=1e-2)
+    alpha, bw = fit_alpha_beta([1e6, 2e6, 4e6], [1e-5 + 1e6 / 1e11, 1e-5 + 2e6 / 1e11, 1e-5 + 4e6 / 1e11])
+    assert alpha == pytest.approx(1e-5) and bw == pytest.approx(1e11)
+    # a GPU record sets the global ramp; the model then uses the probed fractions for that GPU
+    sections = efficiency_sections(got, "H100-SXM", "synthetic", is_gpu=True)
+    assert sections["serving"]["gemm_half_tokens"]["value"] == pytest.approx(70.0, rel=1e-2)
+    eff = efficiency_from_record({"name": "synthetic", **sections})
+    e = eff.for_gpu("H100-SXM", "nvidia", "bf16")
+    assert e.gemm == pytest.approx(0.8 * eff.serving["gemm_factor"], rel=1e-3)
+    assert "calibration synthetic" in e.basis
+
+
+def test_driver_names_map_to_the_catalog():
+    assert catalog_id("NVIDIA H100 80GB HBM3") == "H100-SXM"
+    assert catalog_id("NVIDIA A100-SXM4-80GB") == "A100-SXM-80GB"
+    assert catalog_id("Some Unknown Accelerator 9000") is None
+    assert ray_accelerator_type("H100-SXM") == "H100"
+
+
+# ------------------------------------------------------------------ probe -> calibration -> estimate
+
+
+def _estimate(efficiency) -> tuple[float, float]:
+    b = build_batch(
+        load_model(MODEL), get_accelerator("H100-SXM"), tp=1, batch=8, isl=512, osl=128, efficiency=efficiency
+    )
+    m = evaluate(b)
+    return float(m.tpot_s[0]), float(m.ttft_s[0])
+
+
+def test_cpu_probe_calibration_estimate_round_trip(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path}/cal.db"
+    out = tmp_path / "cpu.json"
+    result = CliRunner().invoke(
+        _app(), ["probe", "--device", "cpu", "--storage", url, "-o", str(out), "--name", "cpu-test", "--repeats", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "CPU calibration" in result.output
+    record = json.loads(out.read_text())
+    assert record["kind"] == "probe" and record["gpu"] == CPU_ID and record["device"] == "cpu"
+    assert record["versions"]["torch"]
+    kinds = {s["kind"] for s in record["samples"]}
+    assert {"gemm", "copy", "reduce", "decode_attention", "prefill_attention"} <= kinds
+    cpu = record["gpus"][CPU_ID]
+    assert 0 < cpu["hbm_copy_fraction"]["value"] <= 1.0
+    assert cpu["gemm_fraction"]["bf16"]["value"] > 0
+    assert "serving" not in record  # a CPU record never sets global parameters
+    stored = Store(url).latest_calibration()
+    assert stored["name"] == "cpu-test" and stored["kind"] == "probe" and stored["gpu"] == CPU_ID
+    # both the file and `latest` load, and the CPU's own numbers come back ...
+    for choice in (str(out), "latest"):
+        eff, label = resolve_calibration(choice, url)
+        assert label == "calibration cpu-test"
+        got = eff.for_gpu(CPU_ID, "nvidia", "bf16")
+        assert got.bw == pytest.approx(min(0.98, cpu["hbm_copy_fraction"]["value"] * eff.serving["bw_factor"]))
+        # ... while a GPU estimate is unchanged
+        assert _estimate(eff) == _estimate(default_efficiency())
+        base = default_efficiency().for_gpu("H100-SXM", "nvidia", "bf16")
+        assert (got_h := eff.for_gpu("H100-SXM", "nvidia", "bf16")).gemm == base.gemm and got_h.bw == base.bw
+    assert load_record(out)["name"] == "cpu-test"
+
+
+def test_a_gpu_record_changes_the_gpu_estimate():
+    fake = {
+        "info": {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "gpu": "H100-SXM", "torch": "x"},
+        "samples": [
+            {"kind": "copy", "bytes": 1, "seconds": 1, "bytes_per_s": 0.5 * 3.35e12},
+            *({"kind": "gemm", "dtype": "bf16", "m": m, "flops_per_s": 0.4 * 989e12 * m / (m + 50)} for m in (1, 64)),
+        ],
+    }
+    rec = build_record(fake, "slow-h100")
+    assert rec["gpu"] == "H100-SXM" and rec["gpus"]["H100-SXM"]["hbm_copy_fraction"]["value"] == pytest.approx(
+        0.5, rel=1e-3
+    )
+    slow = efficiency_from_record(rec)
+    assert _estimate(slow)[0] > _estimate(default_efficiency())[0]
+
+
+# ------------------------------------------------------------------ missing GPU
+
+
+def test_missing_gpu_resource_is_a_clear_error_within_seconds(tmp_path, local_ray):
+    t0 = time.monotonic()
+    with pytest.raises(ProbeUnavailableError, match="no GPU resource"):
+        check_gpu_resource("H100")
+    result = CliRunner().invoke(_app(), ["probe", "--device", "cuda", "--storage", f"sqlite:///{tmp_path}/c.db"])
+    assert result.exit_code == 2
+    assert "no GPU resource" in result.output and "--device cpu" in result.output
+    assert time.monotonic() - t0 < 10.0
+
+
+# ------------------------------------------------------------------ one decoder layer and the evaluator
+
+
+def test_probe_layer_dense_and_moe_tiny():
+    dense = layer_shape(load_model(MODEL), tp=8, ep=1, batch=2, context=32, prefill_tokens=16)
+    assert dense["heads"] == 4 and dense["kv_heads"] == 1 and not dense["moe"]
+    moe = layer_shape(load_model("Qwen/Qwen3-30B-A3B"), tp=4, ep=4, batch=2, context=32, prefill_tokens=16)
+    assert moe["moe"] and moe["experts_local"] == 32 and moe["top_k"] == 8
+    for shape in (dense, moe):
+        t = probe_layer(shape, "cpu", repeats=1)
+        assert all(v > 0 for v in t.values()), t
+
+
+def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
+    from search.runner import run_sweep, start_sweep
+    from search.spec import parse_spec
+
+    data = {
+        "name": "probe-cpu",
+        "model": MODEL,
+        "workload": {
+            "input_tokens": {"kind": "fixed", "mean": 64},
+            "output_tokens": {"kind": "fixed", "mean": 16},
+            "slos": [{"metric": "tpot", "max_s": 10.0}],
+        },
+        "accelerators": ["H100-SXM", "MI300X"],
+        "space": {"tp": [4], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
+        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
+        "evaluator": "probe",
+        "probe": {"device": "cpu", "max_candidates": 2, "repeats": 1},
+        "sampler": "exhaustive",
+    }
+    spec = parse_spec(data)
+    store = Store(f"sqlite:///{tmp_path}/sweeps.db")
+    name = start_sweep(store, spec, json.dumps(data), None, workers=1)
+    summary = run_sweep(store, name, workers=1)
+    assert summary["evaluated"] == 4
+    rows = store.get_evaluations(name)
+    measured = [r for r in rows if r["measured"]]
+    from search.evaluators import make_evaluator
+
+    chosen = make_evaluator(spec).probe_ids()  # the analytic front's best two
+    assert len(chosen) == 2 and {r["config"]["id"] for r in measured} == chosen
+    for r in measured:
+        m = r["metrics"]
+        assert r["evaluator"] == "probe" and m["probe_measured"] == 1.0
+        assert m["probe_decode_layer_s"] > 0 and m["tpot_s"] > 0 and m["analytic_tpot_s"] > 0
+        assert m["tpot_s"] != m["analytic_tpot_s"]
+    for r in rows:
+        if not r["measured"]:
+            assert r["metrics"]["probe_measured"] == 0.0
+    assert summary["measured"] == 2 and summary["probe_analytic"] == {}
+
+
+def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, local_ray):
+    """On a cluster without the GPU type, a cuda probe sweep evaluates analytically, stores no
+    measured rows, and its summary (and the `run` summary line) names each accelerator and why."""
+    from search.runner import run_sweep, start_sweep
+    from search.spec import parse_spec
+    from search.sweep_commands import _summary_line
+
+    data = {
+        "name": "probe-nogpu",
+        "model": MODEL,
+        "workload": {"input_tokens": {"kind": "fixed", "mean": 64}, "output_tokens": {"kind": "fixed", "mean": 16}},
+        "accelerators": ["H100-SXM", "MI300X"],
+        "space": {"tp": [4], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
+        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
+        "evaluator": "probe",
+        "probe": {"device": "cuda", "max_candidates": 2, "repeats": 1},
+        "sampler": "exhaustive",
+    }
+    store = Store(f"sqlite:///{tmp_path}/sweeps.db")
+    name = start_sweep(store, parse_spec(data), json.dumps(data), None, workers=1)
+    summary = run_sweep(store, name, workers=1)
+    assert summary["evaluated"] == 4 and summary["measured"] == 0
+    assert set(summary["probe_analytic"]) == {"H100-SXM", "MI300X"}
+    assert "has no H100 GPU" in summary["probe_analytic"]["H100-SXM"]
+    assert not any(r["measured"] for r in store.get_evaluations(name))
+    line = _summary_line(summary)
+    assert "measured=0" in line and "MI300X candidates stayed analytic" in line
