@@ -1,9 +1,10 @@
 """`servesweep probe`: run the GPU probe suite and store the calibration record it yields.
 
-    servesweep probe [--device cuda|cpu] [--accelerator-type H100] [--storage URL] [-o FILE]
+    servesweep probe [--device cuda|cpu] [--accelerator-type H100] [--gpus N] [--storage URL] [-o FILE]
 
-The suite runs as a Ray task asking for one GPU (and the accelerator type when given); the
-cluster is checked first, so a missing GPU is an error at once rather than a task Ray waits on
+The suite runs as a Ray task asking for one GPU (and the accelerator type when given; with
+`--gpus N`, N GPUs of one node, and it adds the all-reduce probe across them); the cluster is
+checked first, so a missing GPU is an error at once rather than a task Ray waits on
 forever. `--device cpu` runs the same code on the CPU: the record is labelled gpu "CPU" and never
 changes a GPU's prediction. The record is stored in svc_calibrations (kind "probe") and, with
 `-o`, written as JSON (commit it under calibrations/); use it with `--calibration latest|FILE`.
@@ -43,6 +44,9 @@ def probe(
         str, typer.Option(help="model whose linear-layer and attention shapes the probes use")
     ] = "meta-llama/Llama-3.1-8B-Instruct",
     repeats: Annotated[int | None, typer.Option(min=1, help="timed repetitions per sample")] = None,
+    gpus: Annotated[
+        int, typer.Option(min=1, max=64, help="GPUs of one node for the all-reduce probe (cpu: gloo processes)")
+    ] = 1,
     name: Annotated[str | None, typer.Option(help="name of the stored calibration")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the record here (JSON)")] = None,
     storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
@@ -62,7 +66,12 @@ def probe(
         _fail(f"a calibration named {name!r} already exists in {store.url}")
     try:
         result = run_probe(
-            device.value, accelerator_type=accelerator_type, model=model, repeats=repeats, ray_address=ray_address
+            device.value,
+            accelerator_type=accelerator_type,
+            model=model,
+            repeats=repeats,
+            ray_address=ray_address,
+            gpus=gpus,
         )
         record = build_record(result, name)
         store.save_calibration(record["name"], "probe", record, gpu=record["gpu"], device=record["device"])

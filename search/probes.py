@@ -8,15 +8,17 @@ The suite (`run_suite`) times, on one device through PyTorch (the optional extra
 - HBM bandwidth: a large device-to-device copy and a read-only reduction;
 - decode attention (SDPA, one query per sequence) against batch and context, KV cache in HBM,
   and a causal prefill attention forward (FLOP/s, the `attention_fraction` of the data file);
-- all-reduce samples are fitted when present (objectives.probe_fit); this suite does not yet
-  launch a multi-GPU all-reduce.
+- all-reduce bus bandwidth against message size when the run has more than one GPU
+  (`gpus` > 1: one process per GPU, NCCL; on the CPU, gloo between processes), fitted as
+  t = alpha + bus bytes / bus bandwidth (objectives.probe_fit).
 
 `build_record` turns the samples into a calibration record (efficiency.yaml layout, kind
 "probe"): the device as the driver names it, mapped to the catalog id, driver / CUDA / torch
 versions, the raw samples and the fitted fractions. A CPU run is labelled gpu "CPU", device
 "cpu"; its fractions sit under `gpus: {CPU: ...}` and no `serving` section, so it never changes
 a GPU's prediction. `run_probe` runs the suite as a Ray task asking for one GPU (and an
-accelerator type when given) after checking the cluster has one (`check_gpu_resource`).
+accelerator type when given; `gpus` GPUs of one node for the all-reduce) after checking the
+cluster has them (`check_gpu_resource`).
 
 `probe_layer` builds one decoder layer of a model with its per-GPU shapes (attention with a KV
 cache at a given context, the gated MLP or the top-k MoE block with the GPU's experts, random
@@ -27,10 +29,14 @@ probe evaluator (search.evaluators.ProbeEvaluator) combines those with the analy
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import os
 import platform
+import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -263,9 +269,74 @@ def attention_samples(
     return out
 
 
-def run_suite(device: str = "cuda", model: str = DEFAULT_MODEL, repeats: int | None = None) -> dict[str, Any]:
+GPU_ALLREDUCE_BYTES = tuple(2**e for e in range(12, 31, 2))  # 4 KiB .. 1 GiB
+CPU_ALLREDUCE_BYTES = tuple(2**e for e in range(12, 23, 2))  # 4 KiB .. 4 MiB
+ALLREDUCE_TIMEOUT_S = 300.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def allreduce_samples(device: str, gpus: int, sizes: tuple[int, ...], repeats: int) -> list[dict]:
+    """All-reduce of each message size across `gpus` processes (`python -m
+    search.probe_allreduce`, one per GPU with NCCL, or gloo between CPU processes): samples
+    {"kind": "allreduce", "bytes", "seconds", "gpus", "bus_bytes_per_s"} with the slowest
+    rank's median time; bus bytes of a ring all-reduce are 2 (n - 1) / n of the message."""
+    if gpus < 2:
+        return []
+    if device == "cuda":
+        have = _torch().cuda.device_count()
+        if have < gpus:
+            raise ProbeUnavailableError(f"the all-reduce probe asks for {gpus} GPUs, but PyTorch sees {have} here")
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # CPU ranks share this machine's cores
+    args = [",".join(map(str, sizes)), str(repeats), str(port), str(gpus), device]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "search.probe_allreduce", str(rank), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for rank in range(gpus)
+    ]
+    deadline = time.monotonic() + ALLREDUCE_TIMEOUT_S
+    outputs: list[tuple[int, str, str]] = []
+    try:
+        for proc in procs:
+            try:
+                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise ProbeUnavailableError(
+                    f"the all-reduce probe on {gpus} {device} ranks did not finish in {ALLREDUCE_TIMEOUT_S:.0f} s"
+                ) from None
+            outputs.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for rank, (code, _out, err) in enumerate(outputs):
+        if code != 0:
+            last = (err.strip().splitlines() or ["no message"])[-1]
+            raise ProbeUnavailableError(f"the all-reduce probe failed on rank {rank} (exit {code}): {last}")
+    bus = 2.0 * (gpus - 1) / gpus
+    return [
+        {"kind": "allreduce", "bytes": b, "seconds": t, "gpus": gpus, "bus_bytes_per_s": b * bus / t}
+        for b, t in json.loads(outputs[0][1])
+    ]
+
+
+def run_suite(
+    device: str = "cuda", model: str = DEFAULT_MODEL, repeats: int | None = None, gpus: int = 1
+) -> dict[str, Any]:
     """Run every probe on `device`; returns {"info", "samples"}. The CPU suite uses small
-    sizes (it exists to exercise the code path, not to measure a GPU)."""
+    sizes (it exists to exercise the code path, not to measure a GPU). With `gpus` > 1 the
+    all-reduce probe runs across that many GPUs (CPU: that many gloo processes)."""
     torch = _torch()
     dev = _device(device)
     spec = load_model(model)
@@ -287,6 +358,8 @@ def run_suite(device: str = "cuda", model: str = DEFAULT_MODEL, repeats: int | N
             prefill_tokens=(1024, 4096) if gpu else (128, 256),
             repeats=reps,
         )
+    samples += allreduce_samples(device, gpus, GPU_ALLREDUCE_BYTES if gpu else CPU_ALLREDUCE_BYTES, reps)
+    info["allreduce_gpus"] = gpus if gpus > 1 else None
     return {"info": info, "samples": samples}
 
 
@@ -305,6 +378,7 @@ def _peaks(info: Mapping[str, Any], samples: list[dict]) -> dict[str, Any]:
             "source": f"catalog {gpu_id}",
         }
     bw = [s["bytes_per_s"] for s in samples if s["kind"] in ("copy", "reduce", "decode_attention")]
+    bus = [s["bus_bytes_per_s"] for s in samples if s["kind"] == "allreduce"]
     flops: dict[str, float] = {}
     for s in samples:
         if s["kind"] == "gemm":
@@ -312,7 +386,7 @@ def _peaks(info: Mapping[str, Any], samples: list[dict]) -> dict[str, Any]:
     return {
         "hbm_bw_bytes_per_s": max(bw) if bw else None,
         "flops": flops,
-        "link_bw_bytes_per_s": None,
+        "link_bw_bytes_per_s": max(bus) if bus else None,
         "source": "best measured rates (the CPU has no datasheet peak here)",
     }
 
@@ -358,13 +432,14 @@ def cluster_gpu_types() -> dict[str, float]:
     return {k: float(v) for k, v in res.items() if k == "GPU" or k.startswith("accelerator_type:")}
 
 
-def check_gpu_resource(accelerator_type: str | None = None) -> None:
+def check_gpu_resource(accelerator_type: str | None = None, gpus: int = 1) -> None:
     """Raise ProbeUnavailableError (at once, naming what the cluster has) unless the connected
-    Ray cluster has a GPU, and one of `accelerator_type` when given: Ray would wait forever."""
+    Ray cluster has a GPU, one of `accelerator_type` when given, and `gpus` of them on one node:
+    Ray would wait forever."""
     have = cluster_gpu_types()
     if have.get("GPU", 0.0) < 1.0:
         raise ProbeUnavailableError(
-            "the Ray cluster has no GPU resource (num_gpus=1 would wait forever); "
+            f"the Ray cluster has no GPU resource (num_gpus={gpus} would wait forever); "
             "join a cluster with GPUs (--ray-address) or use --device cpu"
         )
     if accelerator_type and f"accelerator_type:{accelerator_type}" not in have:
@@ -372,6 +447,26 @@ def check_gpu_resource(accelerator_type: str | None = None) -> None:
         raise ProbeUnavailableError(
             f"the Ray cluster has no GPU of accelerator_type {accelerator_type!r} (it has: {', '.join(types)})"
         )
+    if gpus > 1:
+        per_node = _gpus_per_node(accelerator_type)
+        if max(per_node, default=0.0) < gpus:
+            raise ProbeUnavailableError(
+                f"the all-reduce probe needs {gpus} GPUs{' of ' + accelerator_type if accelerator_type else ''} on one "
+                f"node; the cluster's nodes have {sorted(per_node, reverse=True) or [0]} (num_gpus={gpus} would wait "
+                "forever)"
+            )
+
+
+def _gpus_per_node(accelerator_type: str | None) -> list[float]:
+    """GPUs of each alive node of the connected cluster (of `accelerator_type` when given)."""
+    import ray
+
+    out = []
+    for node in ray.nodes():
+        res = node.get("Resources", {})
+        if node.get("Alive") and (not accelerator_type or f"accelerator_type:{accelerator_type}" in res):
+            out.append(float(res.get("GPU", 0.0)))
+    return out
 
 
 def has_gpu_type(accelerator_type: str) -> bool:
@@ -407,22 +502,26 @@ def run_probe(
     model: str = DEFAULT_MODEL,
     repeats: int | None = None,
     ray_address: str | None = None,
+    gpus: int = 1,
 ) -> dict[str, Any]:
-    """Run the suite as a Ray task (num_gpus=1 for cuda) and return its raw result."""
+    """Run the suite as a Ray task (num_gpus=`gpus` for cuda, on one node) and return its raw
+    result; with `gpus` > 1 it includes the all-reduce probe."""
     import ray
 
     from search.distributed import ensure_ray
 
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, got {gpus}")
     ensure_ray(ray_address, workers=None)
     if device == "cuda":
-        check_gpu_resource(accelerator_type)
-        opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
+        check_gpu_resource(accelerator_type, gpus)
+        opts: dict[str, Any] = {"num_gpus": gpus, "num_cpus": 1}
         if accelerator_type:
             opts["accelerator_type"] = accelerator_type
     else:
         opts = {"num_gpus": 0, "num_cpus": 1}
     task = ray.remote(max_retries=0)(run_suite).options(**opts)
-    return ray.get(task.remote(device, model, repeats))
+    return ray.get(task.remote(device, model, repeats, gpus))
 
 
 # ------------------------------------------------------------------ one decoder layer

@@ -112,17 +112,20 @@ def _estimate(efficiency) -> tuple[float, float]:
 def test_cpu_probe_calibration_estimate_round_trip(tmp_path, local_ray):
     url = f"sqlite:///{tmp_path}/cal.db"
     out = tmp_path / "cpu.json"
-    result = CliRunner().invoke(
-        _app(), ["probe", "--device", "cpu", "--storage", url, "-o", str(out), "--name", "cpu-test", "--repeats", "2"]
-    )
+    args = ["probe", "--device", "cpu", "--storage", url, "-o", str(out), "--name", "cpu-test", "--repeats", "2"]
+    # --gpus 2 on the CPU: two gloo processes run the all-reduce probe's code path
+    result = CliRunner().invoke(_app(), [*args, "--gpus", "2"])
     assert result.exit_code == 0, result.output
     assert "CPU calibration" in result.output
     record = json.loads(out.read_text())
     assert record["kind"] == "probe" and record["gpu"] == CPU_ID and record["device"] == "cpu"
     assert record["versions"]["torch"]
     kinds = {s["kind"] for s in record["samples"]}
-    assert {"gemm", "copy", "reduce", "decode_attention", "prefill_attention"} <= kinds
+    assert {"gemm", "copy", "reduce", "decode_attention", "prefill_attention", "allreduce"} <= kinds
+    ar = [s for s in record["samples"] if s["kind"] == "allreduce"]
+    assert len(ar) >= 4 and all(s["gpus"] == 2 and s["seconds"] > 0 for s in ar)
     cpu = record["gpus"][CPU_ID]
+    assert 0 < cpu["allreduce_busbw_fraction"]["value"] <= 1.5 and cpu["allreduce_latency_s"]["value"] >= 0
     assert 0 < cpu["hbm_copy_fraction"]["value"] <= 1.0
     assert cpu["gemm_fraction"]["bf16"]["value"] > 0
     assert "serving" not in record  # a CPU record never sets global parameters
@@ -251,3 +254,13 @@ def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, loca
     assert not any(r["measured"] for r in store.get_evaluations(name))
     line = _summary_line(summary)
     assert "measured=0" in line and "MI300X candidates stayed analytic" in line
+
+
+def test_allreduce_probe_errors_are_clear(local_ray):
+    from search.probes import allreduce_samples
+
+    assert allreduce_samples("cpu", 1, (4096,), 1) == []  # one GPU: nothing to all-reduce
+    with pytest.raises(ProbeUnavailableError, match="asks for 2 GPUs, but PyTorch sees 0"):
+        allreduce_samples("cuda", 2, (4096,), 1)
+    with pytest.raises(ProbeUnavailableError, match=r"no GPU resource \(num_gpus=4"):
+        check_gpu_resource("H100", gpus=4)
