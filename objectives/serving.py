@@ -113,18 +113,79 @@ def _bound(decode: StepTime, prefill: StepTime, osl: np.ndarray, capacity: np.nd
     return np.where(capacity, 4, code)
 
 
+@dataclass(frozen=True)
+class SteadyState:
+    """Rates and cost of a fleet of replicas in the steady state of the module docstring."""
+
+    tpot_s: np.ndarray
+    e2e_s: np.ndarray
+    output_tokens_per_s: np.ndarray  # per replica
+    output_tokens_per_s_per_gpu: np.ndarray
+    output_tokens_per_s_per_user: np.ndarray
+    replicas: np.ndarray
+    usd_per_hour: np.ndarray  # all replicas
+    usd_per_million_output_tokens: np.ndarray  # of the tokens served
+    energy_j_per_output_token: np.ndarray
+
+
+def steady_state(
+    *,
+    osl: np.ndarray | float,
+    batch: np.ndarray,
+    decode_step_s: np.ndarray,
+    prefill_all_s: np.ndarray,
+    ttft_s: np.ndarray,
+    gpus: np.ndarray,
+    tdp_w: np.ndarray,
+    usd_per_gpu_hour: np.ndarray,
+    arrival_rate_per_s: np.ndarray | float | None = None,
+    replicas: np.ndarray | None = None,
+) -> SteadyState:
+    """cycle_s = osl * decode_step_s + prefill_all_s (the batch's prompts), tokens/s per replica
+    = batch * osl / cycle_s, TPOT = cycle_s / osl, end-to-end = TTFT + (osl - 1) * TPOT.
+
+    Replicas: given (`replicas`), or ceil(rate * osl / tokens_per_s) with an arrival rate, or one.
+    The fleet serves min(rate * osl, replicas * tokens_per_s) tokens/s (all it can without a
+    rate); $/hour is replicas * gpus * price and $ per million tokens is of the tokens served."""
+    cycle = osl * decode_step_s + prefill_all_s
+    tpot = cycle / osl
+    tokens_per_s = batch * osl / cycle
+    if replicas is not None:
+        replicas = np.asarray(replicas, dtype=np.float64)
+    elif arrival_rate_per_s is not None:
+        replicas = np.maximum(np.ceil(np.asarray(arrival_rate_per_s, dtype=np.float64) * osl / tokens_per_s), 1.0)
+    else:
+        replicas = np.ones_like(tokens_per_s)
+    served = replicas * tokens_per_s
+    if arrival_rate_per_s is not None:
+        served = np.minimum(np.asarray(arrival_rate_per_s, dtype=np.float64) * osl, served)
+    usd_per_hour = replicas * gpus * usd_per_gpu_hour
+    return SteadyState(
+        tpot_s=tpot,
+        e2e_s=ttft_s + (osl - 1.0) * tpot,
+        output_tokens_per_s=tokens_per_s,
+        output_tokens_per_s_per_gpu=tokens_per_s / gpus,
+        output_tokens_per_s_per_user=1.0 / tpot,
+        replicas=replicas,
+        usd_per_hour=usd_per_hour,
+        usd_per_million_output_tokens=usd_per_million_tokens(usd_per_hour, served),
+        energy_j_per_output_token=energy_j_per_token(gpus, tdp_w, tokens_per_s),
+    )
+
+
 def evaluate(
     b: ConfigBatch,
     *,
     arrival_rate_per_s: np.ndarray | float | None = None,
     max_position_embeddings: np.ndarray | float = np.inf,
     usd_per_gpu_hour: np.ndarray | None = None,
+    replicas: np.ndarray | None = None,
 ) -> ServingMetrics:
     """Metrics of each configuration at its own `b.batch` concurrency.
 
     A batch larger than what fits is clipped to the largest that fits (bound: capacity).
-    With an arrival rate, replicas = ceil(rate * osl / tokens_per_s_per_replica) and cost is
-    that provisioned fleet's; without one, a single replica at full load.
+    Replicas and cost follow `steady_state`: a fixed number of `replicas`, or with an arrival
+    rate the fleet that serves it, else a single replica at full load.
     """
     isl, osl = b.isl, b.osl
     context_max = isl + osl
@@ -141,20 +202,20 @@ def evaluate(
 
     decode = decode_step_time_s(b, batch, mean_ctx)
     prefill_all = prefill_time_s(b, isl, batch)
-    cycle = osl * decode.total_s + prefill_all.total_s
     ttft = prefill_time_s(b, isl, 1.0, running_seqs=batch - 1.0, running_context=mean_ctx)
-    tpot = cycle / osl
-    tokens_per_s = batch * osl / cycle
-    gpus = b.gpus
-    if arrival_rate_per_s is None:
-        replicas = np.ones_like(tokens_per_s)
-        served = tokens_per_s
-    else:
-        demand = np.asarray(arrival_rate_per_s, dtype=np.float64) * osl
-        replicas = np.maximum(np.ceil(demand / tokens_per_s), 1.0)
-        served = np.minimum(demand, replicas * tokens_per_s)
     price = b.usd_per_gpu_hour if usd_per_gpu_hour is None else np.asarray(usd_per_gpu_hour, dtype=np.float64)
-    usd_per_hour = replicas * gpus * price
+    st = steady_state(
+        osl=osl,
+        batch=batch,
+        decode_step_s=decode.total_s,
+        prefill_all_s=prefill_all.total_s,
+        ttft_s=ttft.total_s,
+        gpus=b.gpus,
+        tdp_w=b.tdp_w,
+        usd_per_gpu_hour=price,
+        arrival_rate_per_s=arrival_rate_per_s,
+        replicas=replicas,
+    )
     feasible = code == 0
     nan = np.where(feasible, 1.0, np.nan)
     return ServingMetrics(
@@ -163,21 +224,21 @@ def evaluate(
         batch=batch,
         max_batch=fit,
         ttft_s=ttft.total_s * nan,
-        tpot_s=tpot * nan,
-        e2e_s=(ttft.total_s + (osl - 1.0) * tpot) * nan,
+        tpot_s=st.tpot_s * nan,
+        e2e_s=st.e2e_s * nan,
         decode_step_s=decode.total_s * nan,
-        output_tokens_per_s=tokens_per_s * nan,
-        output_tokens_per_s_per_gpu=tokens_per_s / gpus * nan,
-        output_tokens_per_s_per_user=1.0 / tpot * nan,
-        gpus=gpus,
-        replicas=replicas,
+        output_tokens_per_s=st.output_tokens_per_s * nan,
+        output_tokens_per_s_per_gpu=st.output_tokens_per_s_per_gpu * nan,
+        output_tokens_per_s_per_user=st.output_tokens_per_s_per_user * nan,
+        gpus=b.gpus,
+        replicas=st.replicas,
         weight_bytes_per_gpu=weights,
         kv_budget_bytes=budget,
         memory_per_gpu_bytes=memory_per_gpu_bytes(b.replace(batch=batch), context_max),
         bound_code=_bound(decode, prefill_all, osl, capacity),
-        usd_per_hour=usd_per_hour,
-        usd_per_million_output_tokens=usd_per_million_tokens(usd_per_hour, served) * nan,
-        energy_j_per_output_token=energy_j_per_token(gpus, b.tdp_w, tokens_per_s) * nan,
+        usd_per_hour=st.usd_per_hour,
+        usd_per_million_output_tokens=st.usd_per_million_output_tokens * nan,
+        energy_j_per_output_token=st.energy_j_per_output_token * nan,
         decode=decode,
         prefill=ttft,
     )

@@ -10,6 +10,7 @@ spec alone, so a Ray worker can rebuild it from the spec's JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from objectives.batch import ConfigBatch, build_batch, concat
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import default_efficiency
 from objectives.models import load_model
-from objectives.serving import REASONS, evaluate
+from objectives.serving import REASONS, SteadyState, evaluate, steady_state
 from search.calibration import efficiency_from_record
 from search.space import SearchSpace
 from search.spec import LATENCY_METRICS, SweepSpec
@@ -196,53 +197,25 @@ class AnalyticEvaluator:
                 prices.append(p)
         batch = concat(parts)
         price = np.concatenate(prices)
-        fixed_replicas = "replicas" in idx
-        rate = None if (self.workload.offline or fixed_replicas) else self.workload.arrival_rate_per_s
         m = evaluate(
             batch,
-            arrival_rate_per_s=rate,
+            arrival_rate_per_s=self._rate(),
             max_position_embeddings=self.model.max_position_embeddings,
             usd_per_gpu_hour=price,
+            replicas=self._fixed_replicas(idx)[order] if "replicas" in idx else None,
         )
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
         metrics = {k: getattr(m, k)[inverse] for k in METRIC_COLUMNS if hasattr(m, k)}
         reason = [REASONS[int(c)] for c in m.reason_code[inverse]]
-        if fixed_replicas:
-            replicas = np.asarray(self.space.dimensions[-1].values, dtype=np.float64)[idx["replicas"]]
-            scale = replicas / metrics["replicas"]
-            metrics["replicas"] = replicas
-            metrics["usd_per_hour"] = metrics["usd_per_hour"] * scale
         metrics["total_gpus"] = metrics["gpus"] * metrics["replicas"]
-        if fixed_replicas and self.workload.arrival_rate_per_s:
-            served = np.minimum(
-                self.workload.arrival_rate_per_s * self.workload.osl,
-                metrics["replicas"] * metrics["output_tokens_per_s"],
-            )
-            with np.errstate(divide="ignore", invalid="ignore"):
-                metrics["usd_per_million_output_tokens"] = metrics["usd_per_hour"] / (served * 3600.0) * 1e6
         no_price = ~np.isfinite(price[inverse])
         reason = [
             ("no purchase price in the catalog for owned pricing" if np_ else r)
             for r, np_ in zip(reason, no_price, strict=True)
         ]
         fits = np.where((m.reason_code[inverse] == 0) & ~no_price, 0.0, 1.0)
-        constraints = [fits]
-        if self.spec.constraints.slos:
-            for s in self.workload.slos:
-                value = np.nan_to_num(metrics[LATENCY_METRICS[s.metric]], nan=np.inf)
-                constraints.append(value - s.max_s)
-        if self.spec.constraints.max_gpus is not None:
-            constraints.append(metrics["total_gpus"] - self.spec.constraints.max_gpus)
-        if self.spec.constraints.max_usd_per_hour is not None:
-            constraints.append(
-                np.nan_to_num(metrics["usd_per_hour"], nan=np.inf) - self.spec.constraints.max_usd_per_hour
-            )
-        if "serves_rate" in self.constraint_names:
-            capacity = metrics["replicas"] * np.nan_to_num(metrics["output_tokens_per_s"], nan=0.0)
-            constraints.append(self.workload.arrival_rate_per_s * self.workload.osl - capacity)
-        cons = np.stack(constraints, axis=1)
-        cons = np.where(np.isfinite(cons), cons, 1e30)
+        cons = self._constraints(metrics, fits)
         feasible = np.all(cons <= 0.0, axis=1)
         reason = [r or _violated(self.constraint_names, cons[i]) for i, r in enumerate(reason)]
         objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
@@ -255,6 +228,31 @@ class AnalyticEvaluator:
             constraint_names=self.constraint_names,
             metrics=metrics,
         )
+
+    def _rate(self) -> float | None:
+        """The arrival rate replicas are provisioned for (None: offline)."""
+        return None if self.workload.offline else self.workload.arrival_rate_per_s
+
+    def _fixed_replicas(self, idx: dict[str, np.ndarray]) -> np.ndarray:
+        """Replicas of each configuration when the space fixes them (a `replicas` dimension)."""
+        return np.asarray(self.space.dimensions[-1].values, dtype=np.float64)[idx["replicas"]]
+
+    def _constraints(self, metrics: dict[str, np.ndarray], fits: np.ndarray) -> np.ndarray:
+        """Constraint values (<= 0 satisfied; columns `constraint_names`) from the metrics and
+        `fits` (0: the configuration fits and has a price, 1: it does not)."""
+        cols = [fits]
+        if self.spec.constraints.slos:
+            for s in self.workload.slos:
+                cols.append(np.nan_to_num(metrics[LATENCY_METRICS[s.metric]], nan=np.inf) - s.max_s)
+        if self.spec.constraints.max_gpus is not None:
+            cols.append(metrics["total_gpus"] - self.spec.constraints.max_gpus)
+        if self.spec.constraints.max_usd_per_hour is not None:
+            cols.append(np.nan_to_num(metrics["usd_per_hour"], nan=np.inf) - self.spec.constraints.max_usd_per_hour)
+        if "serves_rate" in self.constraint_names:
+            capacity = metrics["replicas"] * np.nan_to_num(metrics["output_tokens_per_s"], nan=0.0)
+            cols.append(self.workload.arrival_rate_per_s * self.workload.osl - capacity)
+        cons = np.stack(cols, axis=1)
+        return np.where(np.isfinite(cons), cons, 1e30)
 
 
 def _violated(names: list[str], values: np.ndarray) -> str:
@@ -393,6 +391,7 @@ class SimulatorEvaluator(AnalyticEvaluator):
         )
 
 
+PROBED_STEADY_STATE = tuple(f.name for f in dataclasses.fields(SteadyState))  # metrics a probe replaces
 PROBE_FRONT_LIMIT = 2_000_000  # spaces up to this size pick probe candidates from their exact analytic front
 
 
@@ -537,17 +536,12 @@ class ProbeEvaluator(AnalyticEvaluator):
             "analytic_ttft_s",
         ):
             metrics[k] = np.full(n, 0.0 if k == "probe_measured" else np.nan)
-        for k in ("ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu"):
+        for k in ("ttft_s", "total_gpus", *PROBED_STEADY_STATE):  # overwritten for probed rows
             metrics[k] = metrics[k].copy()
-        for k in ("output_tokens_per_s_per_user", "replicas", "usd_per_hour", "usd_per_million_output_tokens"):
-            metrics[k] = metrics[k].copy()
-        metrics["energy_j_per_output_token"] = metrics["energy_j_per_output_token"].copy()
-        metrics["total_gpus"] = metrics["total_gpus"].copy()
         wl = self.workload
         isl, osl = float(wl.isl), float(wl.osl)
         mean_ctx = isl + osl / 2.0
         fixed = "replicas" in {d.name for d in self.space.dimensions}
-        rate = wl.arrival_rate_per_s
         for i in self._order(base):
             if self.probe_ids() is None and self.probed >= self.settings.max_candidates:
                 break
@@ -587,34 +581,24 @@ class ProbeEvaluator(AnalyticEvaluator):
             dec = decode_step_time_s(b, bb, mean_ctx)
             pre_all = prefill_time_s(b, isl, bb)
             first = prefill_time_s(b, isl, 1.0, running_seqs=bb - 1.0, running_context=mean_ctx)
-            cycle = osl * measured(dec, r_gemm_dec, r_att_dec) + measured(pre_all, r_gemm_pre, r_att_pre)
-            ttft = measured(first, r_gemm_pre, r_att_pre)
-            old_tps = float(metrics["output_tokens_per_s"][i])
-            tpot = cycle / osl
-            tps = batch * osl / cycle
-            gpus = float(metrics["gpus"][i])
+            st = steady_state(
+                osl=osl,
+                batch=bb,
+                decode_step_s=np.array([measured(dec, r_gemm_dec, r_att_dec)]),
+                prefill_all_s=np.array([measured(pre_all, r_gemm_pre, r_att_pre)]),
+                ttft_s=np.array([measured(first, r_gemm_pre, r_att_pre)]),
+                gpus=b.gpus,
+                tdp_w=b.tdp_w,
+                usd_per_gpu_hour=np.array([self.price_per_gpu_hour(gpu_id)]),
+                arrival_rate_per_s=self._rate(),
+                replicas=self._fixed_replicas(idx) if fixed else None,
+            )
             metrics["analytic_tpot_s"][i] = metrics["tpot_s"][i]
             metrics["analytic_ttft_s"][i] = metrics["ttft_s"][i]
-            metrics["tpot_s"][i] = tpot
-            metrics["ttft_s"][i] = ttft
-            metrics["e2e_s"][i] = ttft + (osl - 1.0) * tpot
-            metrics["output_tokens_per_s"][i] = tps
-            metrics["output_tokens_per_s_per_gpu"][i] = tps / gpus
-            metrics["output_tokens_per_s_per_user"][i] = 1.0 / tpot
-            metrics["energy_j_per_output_token"][i] *= old_tps / tps
-            replicas = float(metrics["replicas"][i])
-            if fixed:
-                served = min(rate * osl, replicas * tps) if rate else replicas * tps
-            elif rate and not wl.offline:
-                replicas = max(float(np.ceil(rate * osl / tps)), 1.0)
-                served = min(rate * osl, replicas * tps)
-            else:
-                served = tps
-            usd_per_hour = replicas * gpus * self.price_per_gpu_hour(gpu_id)
-            metrics["replicas"][i] = replicas
-            metrics["total_gpus"][i] = replicas * gpus
-            metrics["usd_per_hour"][i] = usd_per_hour
-            metrics["usd_per_million_output_tokens"][i] = usd_per_hour / (served * 3600.0) * 1e6
+            metrics["ttft_s"][i] = measured(first, r_gemm_pre, r_att_pre)
+            for key in PROBED_STEADY_STATE:
+                metrics[key][i] = float(getattr(st, key)[0])
+            metrics["total_gpus"][i] = metrics["replicas"][i] * metrics["gpus"][i]
             metrics["probe_measured"][i] = 1.0
             metrics["probe_decode_layer_s"][i] = t["decode_linear_s"] + t["decode_attention_s"]
             metrics["probe_prefill_layer_s"][i] = t["prefill_linear_s"] + t["prefill_attention_s"]
@@ -634,22 +618,6 @@ class ProbeEvaluator(AnalyticEvaluator):
             constraint_names=self.constraint_names,
             metrics=metrics,
         )
-
-    def _constraints(self, metrics: dict[str, np.ndarray], fits: np.ndarray) -> np.ndarray:
-        """The analytic evaluator's constraints, recomputed from (probed) metrics."""
-        cols = [fits]
-        if self.spec.constraints.slos:
-            for s in self.workload.slos:
-                cols.append(np.nan_to_num(metrics[LATENCY_METRICS[s.metric]], nan=np.inf) - s.max_s)
-        if self.spec.constraints.max_gpus is not None:
-            cols.append(metrics["total_gpus"] - self.spec.constraints.max_gpus)
-        if self.spec.constraints.max_usd_per_hour is not None:
-            cols.append(np.nan_to_num(metrics["usd_per_hour"], nan=np.inf) - self.spec.constraints.max_usd_per_hour)
-        if "serves_rate" in self.constraint_names:
-            capacity = metrics["replicas"] * np.nan_to_num(metrics["output_tokens_per_s"], nan=0.0)
-            cols.append(self.workload.arrival_rate_per_s * self.workload.osl - capacity)
-        cons = np.stack(cols, axis=1)
-        return np.where(np.isfinite(cons), cons, 1e30)
 
 
 def make_evaluator(spec: SweepSpec) -> Evaluator:
