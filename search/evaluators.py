@@ -254,6 +254,23 @@ class AnalyticEvaluator:
         cons = np.stack(cols, axis=1)
         return np.where(np.isfinite(cons), cons, 1e30)
 
+    def _rescored(self, base: EvalResult, metrics: dict[str, np.ndarray], cons: np.ndarray) -> EvalResult:
+        """`base` with new metrics and constraint values: feasibility, the 'violates ...'
+        reasons and the objectives follow them (a structural reason stays)."""
+        reason = [
+            (_violated(self.constraint_names, cons[i]) if (not r or r.startswith("violates ")) else r)
+            for i, r in enumerate(base.reason)
+        ]
+        return EvalResult(
+            ids=base.ids,
+            feasible=np.all(cons <= 0.0, axis=1),
+            reason=reason,
+            objectives=np.stack([metrics[o.column] for o in self.spec.objectives], axis=1),
+            constraints=cons,
+            constraint_names=self.constraint_names,
+            metrics=metrics,
+        )
+
 
 def _violated(names: list[str], values: np.ndarray) -> str:
     bad = [n for n, v in zip(names, values, strict=True) if v > 0]
@@ -374,21 +391,7 @@ class SimulatorEvaluator(AnalyticEvaluator):
             for j, s in enumerate(slos):
                 c = self.constraint_names.index(f"slo_{s.metric}_p{s.percentile:g}")
                 cons[:, c] = np.where(np.isfinite(slo_values[:, j]), slo_values[:, j] - s.max_s, 1e30)
-        feasible = np.all(cons <= 0.0, axis=1)
-        reason = [
-            (_violated(self.constraint_names, cons[i]) if (not r or r.startswith("violates ")) else r)
-            for i, r in enumerate(base.reason)
-        ]
-        objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
-        return EvalResult(
-            ids=base.ids,
-            feasible=feasible,
-            reason=reason,
-            objectives=objectives,
-            constraints=cons,
-            constraint_names=self.constraint_names,
-            metrics=metrics,
-        )
+        return self._rescored(base, metrics, cons)
 
 
 PROBED_STEADY_STATE = tuple(f.name for f in dataclasses.fields(SteadyState))  # metrics a probe replaces
@@ -603,21 +606,7 @@ class ProbeEvaluator(AnalyticEvaluator):
             metrics["probe_decode_layer_s"][i] = t["decode_linear_s"] + t["decode_attention_s"]
             metrics["probe_prefill_layer_s"][i] = t["prefill_linear_s"] + t["prefill_attention_s"]
         cons = self._constraints(metrics, base.constraints[:, 0])
-        feasible = np.all(cons <= 0.0, axis=1)
-        reason = [
-            (_violated(self.constraint_names, cons[i]) if (not r or r.startswith("violates ")) else r)
-            for i, r in enumerate(base.reason)
-        ]
-        objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
-        return EvalResult(
-            ids=base.ids,
-            feasible=feasible,
-            reason=reason,
-            objectives=objectives,
-            constraints=cons,
-            constraint_names=self.constraint_names,
-            metrics=metrics,
-        )
+        return self._rescored(base, metrics, cons)
 
 
 def make_evaluator(spec: SweepSpec) -> Evaluator:
