@@ -64,6 +64,22 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+StopCheck = Callable[[], str | None]  # None: go on; else the status to stop with
+
+
+class SweepStopped(Exception):
+    """Raised in the driver loops when `should_stop` asks for a stop (after storing the work)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _stop_requested(should_stop: StopCheck | None) -> str | None:
+    status = should_stop() if should_stop is not None else None
+    if status is not None and status not in ("cancelled", "interrupted"):
+        raise ValueError(f"should_stop must return None, 'cancelled' or 'interrupted', not {status!r}")
+    return status
 
 
 def code_version() -> str:
@@ -90,8 +106,17 @@ def _hv_frame(objs_min: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return objs_min.min(axis=0), objs_min.max(axis=0)
 
 
-def start_sweep(store: Store, spec: SweepSpec, spec_yaml: str, name: str | None, workers: int) -> str:
-    """Create the sweep record (a name is generated when none is given); returns the name."""
+def start_sweep(
+    store: Store,
+    spec: SweepSpec,
+    spec_yaml: str,
+    name: str | None,
+    workers: int,
+    submitter: str | None = None,
+    service: bool = False,
+) -> str:
+    """Create the sweep record (a name is generated when none is given); returns the name.
+    `submitter` defaults to $USER; `service` marks a sweep the HTTP service owns (and resumes)."""
     name = name or spec.name or f"{spec.model.split('/')[-1].lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not re.match(SWEEP_NAME_PATTERN, name) or ".." in name:
         raise ValueError(
@@ -114,8 +139,8 @@ def start_sweep(store: Store, spec: SweepSpec, spec_yaml: str, name: str | None,
     store.create_sweep(
         name,
         spec_yaml=spec_yaml,
-        spec={**spec.model_dump(mode="json"), "_workers": workers},
-        submitter=os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown",
+        spec={**spec.model_dump(mode="json"), "_workers": workers, **({"_service": True} if service else {})},
+        submitter=submitter or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown",
         code_version=code_version(),
         price_table={"basis": spec.pricing.basis, "usd_per_gpu_hour": prices},
     )
@@ -131,12 +156,16 @@ def run_sweep(
     progress: ProgressCallback | None = None,
     local: bool = False,
     optuna_storage: optuna.storages.BaseStorage | None = None,
+    should_stop: StopCheck | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the stored sweep `name` to completion; returns its summary.
 
     `local` evaluates guided trials in this process instead of on Ray, and `optuna_storage`
     replaces the study's storage (the benchmark compares persistence with Optuna's in-memory
-    storage this way); neither is needed in normal use."""
+    storage this way); neither is needed in normal use. `should_stop` is polled between
+    shard results and between waves: when it returns a status ('cancelled' or 'interrupted'),
+    the work done so far is stored, the sweep gets that status and `{"stopped": status}` is
+    returned; a later run_sweep resumes it."""
     record = store.get_sweep(name)
     if record is None:
         raise ValueError(f"no sweep named {name!r} in {store.url}")
@@ -144,15 +173,19 @@ def run_sweep(
         return record["summary"] or {}
     stored = dict(record["spec"])
     workers = int(stored.pop("_workers", None) or workers or os.cpu_count() or 1)
+    stored.pop("_service", None)
     spec = SweepSpec.model_validate(stored)
     if not local:
         ensure_ray(ray_address, workers)
     store.update_sweep(name, status="running", started_at=record.get("started_at") or _now())
     try:
         if spec.sampler == "exhaustive":
-            summary = _run_exhaustive(store, name, spec, workers, progress, record.get("summary") or {})
+            summary = _run_exhaustive(store, name, spec, workers, progress, record.get("summary") or {}, should_stop)
         else:
-            summary = _run_guided(store, name, spec, workers, progress, local, optuna_storage)
+            summary = _run_guided(store, name, spec, workers, progress, local, optuna_storage, should_stop)
+    except SweepStopped as stop:
+        store.update_sweep(name, status=stop.status)
+        return {"stopped": stop.status}
     except KeyboardInterrupt:
         store.update_sweep(name, status="interrupted")
         raise
@@ -187,7 +220,13 @@ def _shard_size(size: int, workers: int) -> int:
 
 
 def _run_exhaustive(
-    store: Store, name: str, spec: SweepSpec, workers: int, progress: ProgressCallback | None, previous: dict
+    store: Store,
+    name: str,
+    spec: SweepSpec,
+    workers: int,
+    progress: ProgressCallback | None,
+    previous: dict,
+    should_stop: StopCheck | None = None,
 ) -> dict[str, Any]:
     space = SearchSpace(spec)
     size = space.size
@@ -235,6 +274,10 @@ def _run_exhaustive(
     in_flight: dict[Any, int] = {}
     last = time.monotonic()
     while pending or in_flight:
+        stop = _stop_requested(should_stop)
+        if stop is not None:
+            checkpoint()  # the finished shards' front and counts; shards in flight are redone on resume
+            raise SweepStopped(stop)
         while pending and len(in_flight) < 2 * workers:
             i = pending.pop(0)
             ref = evaluate_shard.remote(spec_json, i * shard, min(size, (i + 1) * shard), keep_all)
@@ -363,6 +406,7 @@ def _run_guided(
     progress: ProgressCallback | None,
     local: bool = False,
     optuna_storage: optuna.storages.BaseStorage | None = None,
+    should_stop: StopCheck | None = None,
 ) -> dict[str, Any]:
     """Ask-and-tell in waves of `workers` trials on an in-memory study (so the sampler never
     waits on the database), persisting each finished wave to the stored study — one
@@ -400,6 +444,9 @@ def _run_guided(
             deadline is not None and time.monotonic() >= deadline and n_done >= n_persisted
         ):
             break
+        stop = _stop_requested(should_stop)
+        if stop is not None:  # between waves: every told trial is persisted
+            raise SweepStopped(stop)
         wave_size = workers if budget_trials is None else min(workers, budget_trials - n_done)
         trials: list[optuna.trial.Trial] = []
         for k in range(wave_size):

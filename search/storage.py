@@ -49,7 +49,7 @@ __all__ = [
     "default_storage_url",
 ]
 
-SWEEP_STATUSES = ("pending", "running", "finished", "failed", "interrupted")
+SWEEP_STATUSES = ("pending", "running", "finished", "failed", "interrupted", "cancelled")
 FRONT_KINDS = ("exhaustive", "guided", "partial", "final")
 CALIBRATION_KINDS = ("probe", "measurements")
 SUPPORTED_SCHEMES = ("sqlite:///path/to/file.db", "postgresql+psycopg://user:password@host:port/database")

@@ -72,7 +72,7 @@ def run(
             return
         existing = store.get_sweep(name or spec.name) if (name or spec.name) else None
         if existing is not None:
-            skip = ("_workers", "calibration_record")  # filled in when the sweep started
+            skip = ("_workers", "_service", "calibration_record")  # filled in when the sweep started
             same = {k: v for k, v in existing["spec"].items() if k not in skip} == {
                 k: v for k, v in spec.model_dump(mode="json").items() if k not in skip
             }

@@ -156,7 +156,7 @@ def test_existing_optuna_study_untouched(fresh_url: str, tmp_path) -> None:
     engine = sa.create_engine(fresh_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == optuna_version
-        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0002"]
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0003"]
     engine.dispose()
     loaded = optuna.load_study(study_name="s", storage=fresh_url)
     assert len(loaded.trials) == 3
@@ -424,3 +424,43 @@ def test_a_database_at_0001_upgrades_and_keeps_its_data(tmp_path) -> None:
     assert "svc_calibrations" in _tables(url)
     assert store.get_sweep("old")["status"] == "finished"
     store.save_calibration("c", "measurements", {"serving": {}})
+
+
+def test_a_database_at_0002_upgrades_to_allow_cancelled_and_keeps_its_data(fresh_url: str, tmp_path) -> None:
+    """0003 widens the status CHECK; on SQLite without rebuilding svc_sweeps (whose DROP would
+    cascade to the evaluations and fronts)."""
+    if fresh_url.startswith("sqlite"):
+        (tmp_path / "sub").mkdir()
+    command.upgrade(alembic_config(fresh_url), "0002")
+    engine = sa.create_engine(fresh_url)
+    with engine.begin() as conn:
+        now = datetime.now(UTC)
+        conn.execute(
+            sa.text(
+                "INSERT INTO svc_sweeps (name, status, spec_yaml, spec, created_at, updated_at) "
+                "VALUES ('old', 'running', 'x: 1', '{}', :t, :t)"
+            ),
+            {"t": now},
+        )
+        sweep_id = conn.execute(sa.text("SELECT id FROM svc_sweeps")).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO svc_evaluations (sweep_id, config_key, config, feasible, measured, created_at) "
+                "VALUES (:s, 'k', '{}', :f, :f, :t)"
+            ),
+            {"s": sweep_id, "f": False, "t": now},
+        )
+        conn.execute(
+            sa.text("INSERT INTO svc_fronts (sweep_id, kind, points, created_at) VALUES (:s, 'final', '[]', :t)"),
+            {"s": sweep_id, "t": now},
+        )
+    engine.dispose()
+    store = Store(fresh_url)
+    assert store.count_evaluations("old")["total"] == 1
+    assert store.latest_front("old") is not None
+    assert store.update_sweep("old", status="cancelled")["status"] == "cancelled"
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:  # the CHECK still holds
+        conn.execute(sa.text("UPDATE svc_sweeps SET status = 'bogus'"))
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0003"
+    store.close()

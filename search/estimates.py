@@ -1,0 +1,194 @@
+"""The catalogs and one-deployment estimates as plain JSON-able data, shared by the
+`catalog` / `estimate` commands and the HTTP service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
+from objectives.batch import build_batch
+from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
+from objectives.efficiency import EfficiencyModel
+from objectives.models import UnknownModelError, list_models, load_model
+from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
+from objectives.serving import evaluate, offline_max_throughput
+
+GB = 1e9
+
+
+class EstimateError(ValueError):
+    """An estimate that cannot be made (unknown model / GPU / scheme, bad combination)."""
+
+
+def gpu_catalog(gpu_file: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every accelerator with its specs, prices and sources (`catalog gpus --json`)."""
+    return [
+        {
+            "id": g.id,
+            "vendor": g.vendor,
+            "aliases": list(g.aliases),
+            "peak_tflops": {d: v / 1e12 for d, v in g.peak_flops.items()},
+            "hbm_gb": g.hbm_bytes / GB,
+            "hbm_tb_per_s": g.hbm_bw_bytes_per_s / 1e12,
+            "scaleup_gb_per_s_per_direction": g.scaleup_bw_bytes_per_s / GB,
+            "scaleup_domain": g.scaleup_domain,
+            "scaleout_gb_per_s": g.scaleout_bw_bytes_per_s / GB if g.scaleout_bw_bytes_per_s else None,
+            "gpus_per_node": g.gpus_per_node,
+            "tdp_w": g.tdp_w,
+            "usd_per_gpu_hour": g.usd_per_gpu_hour,
+            "purchase_usd": g.purchase_usd,
+            "sources": dict(g.sources),
+        }
+        for g in load_accelerators(gpu_file).values()
+    ]
+
+
+def model_catalog() -> list[dict[str, Any]]:
+    """Every shipped model with its architecture and parameter counts (`catalog models --json`)."""
+    models = []
+    for entry in list_models():
+        spec = load_model(entry.id)
+        models.append(
+            {
+                "id": entry.id,
+                "aliases": list(entry.aliases),
+                "architecture": spec.architecture,
+                "total_params_b": spec.total_params / 1e9,
+                "active_params_b": spec.active_params / 1e9,
+                "published_total_params_b": entry.published_total_params / 1e9,
+                "layers": spec.n_layers,
+                "hidden": spec.hidden_size,
+                "heads": spec.n_heads,
+                "kv_heads": spec.n_kv_heads,
+                "experts": spec.n_experts,
+                "experts_per_token": spec.experts_per_token,
+                "mla": spec.is_mla,
+                "params_source": entry.params_source,
+            }
+        )
+    return models
+
+
+def estimate(
+    *,
+    model: str,
+    gpu: str,
+    calibration: Callable[[], tuple[EfficiencyModel, str]],
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    weights: str = "bf16",
+    kv_cache: str | None = None,
+    isl: int = 1024,
+    osl: int = 256,
+    batch: int | None = None,
+    rate: float | None = None,
+    pricing: str = "cloud",
+    gpu_file: str | Path | None = None,
+) -> dict[str, Any]:
+    """Memory, latency, throughput and cost of one deployment (`estimate --json`); with no
+    `batch`, the batch giving the most tokens/s per GPU; `calibration` gives the efficiency
+    model and its label (called once the names are known good). EstimateError for bad input."""
+    try:
+        catalog_gpus = load_accelerators(gpu_file)
+        accel = get_accelerator(gpu, catalog_gpus)
+        spec = load_model(model)
+        scheme = get_scheme(weights)
+    except (UnknownAcceleratorError, UnknownModelError, ValueError, FileNotFoundError) as exc:
+        raise EstimateError(str(exc)) from None
+    kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
+    try:
+        efficiency, calibration_label = calibration()
+    except ValueError as exc:
+        raise EstimateError(str(exc)) from None
+    try:
+        b = build_batch(
+            spec,
+            accel,
+            weights=scheme.name,
+            kv_cache=kv,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            batch=batch or 1,
+            isl=isl,
+            osl=osl,
+            efficiency=efficiency,
+        )
+    except ValueError as exc:
+        raise EstimateError(str(exc)) from None
+    price = None
+    if pricing == "owned":
+        if accel.purchase_usd is None:
+            raise EstimateError(f"{accel.id} has no purchase price in the catalog; add one with --gpu-file")
+        terms = OwnershipTerms.default()
+        price = tco_usd_per_gpu_hour(np.array([accel.purchase_usd]), np.array([accel.tdp_w]), terms)
+    elif pricing != "cloud":
+        raise EstimateError(f"pricing must be cloud or owned, not {pricing!r}")
+    kwargs = {
+        "arrival_rate_per_s": rate,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "usd_per_gpu_hour": price,
+    }
+    if batch is None:
+        m = offline_max_throughput(b, **kwargs)
+    else:
+        m = evaluate(b, **kwargs)
+    row = m.row(0)
+    compute_dtype = resolve_compute_dtype(scheme, frozenset(d for d in accel.peak_flops if accel.supports(d)))
+    eff = efficiency.for_gpu(accel.id, accel.vendor, compute_dtype)
+    notes = [n for n in (fallback_note(scheme, compute_dtype),) if n]
+    if row["feasible"] and batch is not None and row["batch"] < batch:
+        notes.append(f"batch {batch} does not fit; clipped to {row['batch']:.0f} (KV cache capacity)")
+    if tp > accel.scaleup_domain:
+        notes.append(f"TP {tp} exceeds the {accel.scaleup_domain}-GPU scale-up domain: TP traffic uses scale-out links")
+    result = {
+        "model": spec.id,
+        "gpu": accel.id,
+        "tp": tp,
+        "pp": pp,
+        "ep": ep,
+        "gpus": tp * pp,
+        "weights": scheme.name,
+        "compute_dtype": compute_dtype,
+        "kv_cache": kv,
+        "isl": isl,
+        "osl": osl,
+        "feasible": row["feasible"],
+        "reason": row["reason"] or None,
+        "batch": int(row["batch"]),
+        "max_batch": int(row["max_batch"]),
+        "ttft_s": row["ttft_s"],
+        "tpot_s": row["tpot_s"],
+        "e2e_s": row["e2e_s"],
+        "output_tokens_per_s": row["output_tokens_per_s"],
+        "output_tokens_per_s_per_gpu": row["output_tokens_per_s_per_gpu"],
+        "output_tokens_per_s_per_user": row["output_tokens_per_s_per_user"],
+        "replicas": int(row["replicas"]),
+        "usd_per_hour": row["usd_per_hour"],
+        "usd_per_million_output_tokens": row["usd_per_million_output_tokens"],
+        "energy_j_per_output_token": row["energy_j_per_output_token"],
+        "pricing": pricing,
+        "memory_per_gpu_gb": row["memory_per_gpu_bytes"] / GB,
+        "weights_per_gpu_gb": row["weight_bytes_per_gpu"] / GB,
+        "kv_budget_per_gpu_gb": row["kv_budget_bytes"] / GB,
+        "hbm_gb": accel.hbm_bytes / GB,
+        "bound": row["bound"],
+        "decode_step_s": row["decode"],
+        "ttft_breakdown_s": row["prefill"],
+        "calibration": calibration_label,
+        "efficiency": {
+            "bw": eff.bw,
+            "gemm": eff.gemm,
+            "attention": eff.attention,
+            "link": eff.link,
+            "allreduce_latency_s": eff.allreduce_latency_s,
+            "basis": eff.basis,
+        },
+        "notes": notes,
+    }
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
