@@ -9,6 +9,7 @@ uses Optuna's table models, one reason the Optuna version is pinned.
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import optuna
@@ -18,12 +19,26 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
 
+# pg_advisory_lock key serializing Optuna's table creation across processes.
+_OPTUNA_INIT_LOCK_KEY = zlib.crc32(b"servesweep.optuna_tables")
+
 
 def make_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage on the sweep database (SQLite: WAL, 30 s busy timeout and
-    synchronous=NORMAL, which WAL keeps crash-safe)."""
+    synchronous=NORMAL, which WAL keeps crash-safe). On PostgreSQL, Optuna creates its tables
+    when the storage is built; two processes doing that at once on a fresh database collide
+    (duplicate type rows), so building it holds an advisory lock."""
     if not url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        lock_engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with lock_engine.connect() as conn:
+                conn.execute(sqlalchemy.select(sqlalchemy.func.pg_advisory_lock(_OPTUNA_INIT_LOCK_KEY)))
+                try:
+                    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+                finally:
+                    conn.execute(sqlalchemy.select(sqlalchemy.func.pg_advisory_unlock(_OPTUNA_INIT_LOCK_KEY)))
+        finally:
+            lock_engine.dispose()
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
 
     @sqlalchemy.event.listens_for(storage.engine, "connect")

@@ -320,7 +320,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         from search.optuna_storage import make_optuna_storage
 
         store = await run_in_threadpool(Store, settings.storage_url)
-        # Optuna's tables, created once here: guided sweeps starting together would race to.
+        # Optuna's tables, created (under a lock) before any sweep starts; fails early on a bad database.
         (await run_in_threadpool(make_optuna_storage, store.url)).engine.dispose()
         report_dir.mkdir(parents=True, exist_ok=True)
         ensure_ray(settings.ray_address, settings.workers)

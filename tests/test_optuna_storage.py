@@ -46,3 +46,21 @@ def test_add_trials_refuses_unfinished(tmp_path):
     running = optuna.create_study().ask()
     with pytest.raises(ValueError, match="RUNNING"):
         add_trials(storage, stored, [running.study._storage.get_trial(running._trial_id)])
+
+
+def test_optuna_tables_created_by_several_processes_at_once_on_a_fresh_postgresql(pg_url):
+    """Building the storage creates Optuna's tables; processes starting guided sweeps together
+    on a fresh database must not collide (make_optuna_storage holds an advisory lock)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from search.optuna_storage import make_optuna_storage; "
+        "s = make_optuna_storage(sys.argv[1]); s.get_all_studies(); s.engine.dispose()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_url], stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(errors)
+    assert make_optuna_storage(pg_url).get_all_studies() == []
