@@ -107,21 +107,26 @@ def load_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
-def resolve_calibration(choice: str | None, storage_url: str | None = None) -> tuple[EfficiencyModel, str]:
+def resolve_calibration(
+    choice: str | None, storage_url: str | None = None, gpus: Sequence[str] | None = None
+) -> tuple[EfficiencyModel, str]:
     """(efficiency model, label) for `--calibration`: 'none' (or None) = shipped defaults,
-    'latest' = the newest record in the database, anything else = a record file."""
+    'latest' = the newest record in the database (with `gpus`, the newest that applies to one
+    of them: a probe of that GPU or a fit to measurements, so a CPU or another GPU's probe is
+    passed over), anything else = a record file."""
     if choice is None or choice == "none":
         return default_efficiency(), "defaults"
     if choice == "latest":
         from search.storage import Store, default_storage_url
 
         store = Store(storage_url or default_storage_url())
-        found = store.latest_calibration()
+        found = store.latest_calibration(for_gpus=gpus)
         store.close()
         if found is None:
+            which = f" that applies to {', '.join(gpus)}" if gpus else ""
             raise ValueError(
-                f"no calibration stored in {storage_url or default_storage_url()}; "
-                "run 'servesweep calibrate' first or pass a file"
+                f"no calibration{which} stored in {storage_url or default_storage_url()}; "
+                "run 'servesweep calibrate' or 'servesweep probe' first, or pass a file"
             )
         return efficiency_from_record(found["record"]), f"calibration {found['name']}"
     record = load_record(choice)

@@ -131,7 +131,7 @@ def estimate(
         result = estimate_deployment(
             model=model,
             gpu=gpu,
-            calibration=lambda: resolve_calibration(calibration, storage),
+            calibration=lambda gpu_id: resolve_calibration(calibration, storage, gpus=[gpu_id]),
             tp=tp,
             pp=pp,
             ep=ep,

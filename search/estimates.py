@@ -77,7 +77,7 @@ def estimate(
     *,
     model: str,
     gpu: str,
-    calibration: Callable[[], tuple[EfficiencyModel, str]],
+    calibration: Callable[[str], tuple[EfficiencyModel, str]],
     tp: int = 1,
     pp: int = 1,
     ep: int = 1,
@@ -91,8 +91,9 @@ def estimate(
     gpu_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Memory, latency, throughput and cost of one deployment (`estimate --json`); with no
-    `batch`, the batch giving the most tokens/s per GPU; `calibration` gives the efficiency
-    model and its label (called once the names are known good). EstimateError for bad input."""
+    `batch`, the batch giving the most tokens/s per GPU; `calibration(gpu_id)` gives the
+    efficiency model and its label for the catalog GPU (called once the names are known good).
+    EstimateError for bad input."""
     try:
         catalog_gpus = load_accelerators(gpu_file)
         accel = get_accelerator(gpu, catalog_gpus)
@@ -102,7 +103,7 @@ def estimate(
         raise EstimateError(str(exc)) from None
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
     try:
-        efficiency, calibration_label = calibration()
+        efficiency, calibration_label = calibration(accel.id)
     except ValueError as exc:
         raise EstimateError(str(exc)) from None
     try:

@@ -127,9 +127,12 @@ def start_sweep(
         from search.calibration import load_record
 
         if spec.calibration == "latest":
-            found = store.latest_calibration()
+            found = store.latest_calibration(for_gpus=spec.accelerators)
             if found is None:
-                raise ValueError(f"calibration: latest, but no calibration is stored in {store.url}")
+                raise ValueError(
+                    f"calibration: latest, but no calibration that applies to {', '.join(spec.accelerators)} "
+                    f"is stored in {store.url}"
+                )
             record = found["record"]
         else:
             record = load_record(spec.calibration)

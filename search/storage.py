@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from importlib.resources import as_file, files
@@ -802,11 +802,17 @@ class Store:
             row = conn.execute(sa.select(CALIBRATIONS).where(CALIBRATIONS.c.name == name)).first()
         return None if row is None else _calibration_dict(row)
 
-    def latest_calibration(self, gpu: str | None = None) -> dict[str, Any] | None:
-        """The newest calibration (for `gpu` when given), or None."""
+    def latest_calibration(
+        self, gpu: str | None = None, for_gpus: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The newest calibration (of `gpu` when given; with `for_gpus`, the newest that applies
+        to one of them: a record of that GPU or one without a GPU, i.e. fitted to
+        measurements), or None."""
         stmt = sa.select(CALIBRATIONS)
         if gpu is not None:
             stmt = stmt.where(CALIBRATIONS.c.gpu == gpu)
+        if for_gpus is not None:
+            stmt = stmt.where(sa.or_(CALIBRATIONS.c.gpu.is_(None), CALIBRATIONS.c.gpu.in_(list(for_gpus))))
         with self._read() as conn:
             row = conn.execute(stmt.order_by(CALIBRATIONS.c.id.desc()).limit(1)).first()
         return None if row is None else _calibration_dict(row)

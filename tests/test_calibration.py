@@ -115,11 +115,36 @@ def test_cli_calibrate_then_estimate_with_it(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
 
 
+def test_latest_is_the_newest_record_that_applies_to_the_gpu(tmp_path):
+    """A newer CPU probe record (never applied to GPUs) does not hide an older fit to
+    measurements from a GPU's `latest`; the estimate says which record it used."""
+    from search.calibration import resolve_calibration
+    from search.storage import Store
+
+    url = f"sqlite:///{tmp_path}/cal.db"
+    store = Store(url)
+    shipped = load_record(Path(__file__).resolve().parent.parent / "calibrations/measurements-public-20261126.json")
+    store.save_calibration("public-fit", "measurements", shipped)
+    cpu = {"name": "cpu-probe", "kind": "probe", "gpu": "CPU", "gpus": {"CPU": {"hbm_copy_fraction": {"value": 1.0}}}}
+    store.save_calibration("cpu-probe", "probe", cpu, gpu="CPU", device="cpu")
+    store.close()
+    assert resolve_calibration("latest", url)[1] == "calibration cpu-probe"  # no GPU named: the newest
+    assert resolve_calibration("latest", url, gpus=["CPU"])[1] == "calibration cpu-probe"
+    assert resolve_calibration("latest", url, gpus=["H100-SXM"])[1] == "calibration public-fit"
+    args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "8", "--json", "--storage", url]
+    res = CliRunner().invoke(app, [*args, "--calibration", "latest"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["calibration"] == "calibration public-fit"
+    none = json.loads(CliRunner().invoke(app, [*args, "--calibration", "none"]).output)
+    assert none["calibration"] == "defaults" and out["tpot_s"] != none["tpot_s"]
+
+
 def test_cli_calibration_errors_are_clear(tmp_path):
     runner = CliRunner()
     args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "1"]
     empty = runner.invoke(app, [*args, "--calibration", "latest", "--storage", f"sqlite:///{tmp_path}/e.db"])
-    assert empty.exit_code == 2 and "no calibration stored" in empty.output
+    assert empty.exit_code == 2 and "no calibration that applies to H100-SXM stored" in empty.output
     missing = runner.invoke(app, [*args, "--calibration", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "cannot read calibration" in missing.output
     bad = tmp_path / "bad.yaml"
