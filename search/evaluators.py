@@ -22,6 +22,7 @@ from objectives.batch import ConfigBatch, build_batch, concat
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import default_efficiency
 from objectives.models import load_model
+from objectives.quantization import get_scheme
 from objectives.serving import REASONS, SteadyState, evaluate, steady_state
 from search.calibration import efficiency_from_record
 from search.space import SearchSpace
@@ -409,6 +410,18 @@ def _lm_head_s(b: ConfigBatch, tokens: float) -> float:
     return float(roofline_time_s(mem, math_s, b.roofline_sharpness)[0])
 
 
+def _probe_weights(weights: str, activation_bytes: float) -> str | None:
+    """The layer probe's linear-layer dtype for a candidate's weight scheme, or None when the
+    probe cannot build it: bf16 (2-byte weights and activations), or fp8 W8A8 where the GPU
+    computes in fp8 (1-byte activations; a GPU without fp8 tensor cores runs it otherwise)."""
+    scheme = get_scheme(weights)
+    if scheme.bytes_per_weight == 2 and activation_bytes == 2 and not scheme.weight_only:
+        return "bf16"
+    if scheme.name == "fp8" and activation_bytes == 1:
+        return "fp8"
+    return None
+
+
 class ProbeEvaluator(AnalyticEvaluator):
     """The analytic model, with the layer times of the analytic front's best candidates measured:
     one real decoder layer of the model (search.probes.probe_layer) at the candidate's per-GPU
@@ -418,8 +431,9 @@ class ProbeEvaluator(AnalyticEvaluator):
     layers (plus the analytic LM head) and of attention, at the probed shapes, replaces the
     analytic `gemm_s` and `attention_s` of the decode and prefill steps; communication and
     overheads stay analytic. Only the first `probe.max_candidates` configurations of the
-    analytic front of the whole space are probed (`probe_ids`), and only bf16 layers (bf16
-    weights and KV cache). Rows that were probed carry `probe_measured` = 1 and are stored as
+    analytic front of the whole space are probed (`probe_ids`), and only layers the probe can
+    build (`_probe_weights`: bf16, or fp8 W8A8 on a GPU with fp8 tensor cores; KV cache bf16).
+    Rows that were probed carry `probe_measured` = 1 and are stored as
     measured; the others stay analytic, and `notes` says why (e.g. no GPU of that type).
 
     On a CPU the probe exists for tests: its times are a CPU's, not the GPU's."""
@@ -456,14 +470,23 @@ class ProbeEvaluator(AnalyticEvaluator):
                 logging.getLogger("servesweep.probe").warning(self.notes[gpu_id])
         return self._available[gpu_id]
 
-    def _measure(self, gpu_id: str, b: ConfigBatch, micro: int, context: int, prefill: int) -> dict[str, float]:
+    def _measure(
+        self, gpu_id: str, b: ConfigBatch, micro: int, context: int, prefill: int, weights: str
+    ) -> dict[str, float]:
         from search.probes import layer_shape, probe_layer, probe_layer_remote, ray_accelerator_type
 
         tp, ep = int(b.tp[0]), int(b.ep[0])
-        key = (gpu_id, tp, ep, micro, context, prefill, self.settings.device)
+        key = (gpu_id, tp, ep, micro, context, prefill, weights, self.settings.device)
         if key not in self._cache:
             shape = layer_shape(
-                self.model, tp=tp, ep=ep, batch=micro, context=context, prefill_tokens=prefill, seed=self.spec.seed
+                self.model,
+                tp=tp,
+                ep=ep,
+                batch=micro,
+                context=context,
+                prefill_tokens=prefill,
+                seed=self.spec.seed,
+                weights=weights,
             )
             if self.settings.device == "cpu":
                 self._cache[key] = probe_layer(shape, "cpu", self.settings.repeats)
@@ -521,7 +544,6 @@ class ProbeEvaluator(AnalyticEvaluator):
 
     def evaluate(self, ids: np.ndarray) -> EvalResult:
         from objectives.memory import layers_per_gpu
-        from objectives.quantization import get_scheme
         from objectives.timing import (
             decode_step_time_s,
             forward_time_s,
@@ -554,8 +576,11 @@ class ProbeEvaluator(AnalyticEvaluator):
             gpu_id = dims["accelerator"].values[int(idx["accelerator"][0])]
             weights = dims["weights"].values[int(idx["weights"][0])]
             kv = dims["kv_cache"].values[int(idx["kv_cache"][0])]
-            if get_scheme(weights).bytes_per_weight != 2 or kv != "bf16" or float(b.activation_bytes[0]) != 2:
-                self.notes.setdefault("dtype", "only bf16 layers (bf16 weights and KV cache) are probed")
+            probed_as = _probe_weights(weights, float(b.activation_bytes[0]))
+            if probed_as is None or kv != "bf16":
+                self.notes.setdefault(
+                    "dtype", "only bf16 or fp8 (W8A8 on fp8 tensor cores) layers with a bf16 KV cache are probed"
+                )
                 continue
             if self._unavailable(gpu_id):
                 continue
@@ -564,7 +589,7 @@ class ProbeEvaluator(AnalyticEvaluator):
             micro = max(1, round(batch / pp))
             chunks = max(1.0, np.ceil(isl / float(b.max_num_tokens[0])))
             prefill = int(self.settings.prefill_tokens or max(1, round(isl / chunks)))
-            t = self._measure(gpu_id, b, micro, round(mean_ctx), prefill)
+            t = self._measure(gpu_id, b, micro, round(mean_ctx), prefill, probed_as)
             self.probed += 1
             layers = float(layers_per_gpu(b)[0])
 

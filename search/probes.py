@@ -527,10 +527,24 @@ def run_probe(
 # ------------------------------------------------------------------ one decoder layer
 
 
+PROBE_WEIGHTS = ("bf16", "fp8")  # linear-layer dtypes a layer probe builds (fp8: W8A8 e4m3, bf16 out)
+
+
 def layer_shape(
-    model: ModelSpec, *, tp: int, ep: int, batch: int, context: int, prefill_tokens: int, seed: int = 0
+    model: ModelSpec,
+    *,
+    tp: int,
+    ep: int,
+    batch: int,
+    context: int,
+    prefill_tokens: int,
+    seed: int = 0,
+    weights: str = "bf16",
 ) -> dict[str, Any]:
-    """Per-GPU shapes of one decoder layer under TP `tp` / EP `ep` (plain, JSON-able)."""
+    """Per-GPU shapes of one decoder layer under TP `tp` / EP `ep`, with its linear layers in
+    `weights` (one of PROBE_WEIGHTS) (plain, JSON-able)."""
+    if weights not in PROBE_WEIGHTS:
+        raise ValueError(f"a layer probe builds {' or '.join(PROBE_WEIGHTS)} linear layers, not {weights!r}")
     heads = max(1, math.ceil(model.n_heads / tp))
     kv_heads = max(1, math.ceil(model.n_kv_heads / tp))
     if heads % kv_heads:  # SDPA's grouped-query attention needs whole groups
@@ -554,29 +568,53 @@ def layer_shape(
         "context": max(1, int(context)),
         "prefill_tokens": max(1, int(prefill_tokens)),
         "seed": seed,
+        "weights": weights,
     }
 
 
 def probe_layer(shape: Mapping[str, Any], device: str = "cpu", repeats: int = 3) -> dict[str, float]:
     """Seconds of one decoder layer's linear layers and attention for one decode step of
-    `batch` sequences at `context` and for a causal prefill chunk of `prefill_tokens`."""
+    `batch` sequences at `context` and for a causal prefill chunk of `prefill_tokens`.
+
+    Linear layers are bf16, or with `weights: fp8` W8A8 as serving runtimes run them: e4m3
+    weights, the activations quantized to e4m3 per tensor before each GEMM (timed: it is part of
+    the real cost), `torch._scaled_mm` with bf16 output; dimensions are padded to multiples of
+    16 as it requires. The MoE router and attention (KV cache) stay bf16."""
     torch = _torch()
     dev = _device(device)
     f = torch.nn.functional
     bf = torch.bfloat16
+    fp8 = shape.get("weights", "bf16") == "fp8"
+    e4m3 = torch.float8_e4m3fn
+    one = torch.ones((), device=dev, dtype=torch.float32)
     g = torch.Generator(device="cpu").manual_seed(int(shape.get("seed", 0)))
     h, hq, hkv = shape["hidden"], shape["heads"], shape["kv_heads"]
     d, dv = shape["head_dim"], shape["v_head_dim"]
 
-    def weight(n: int, k: int) -> Any:
-        return (torch.randn(n, k, generator=g, dtype=torch.float32) * k**-0.5).to(device=dev, dtype=bf)
+    def pad16(n: int) -> int:
+        return -(-n // 16) * 16
+
+    def weight(n: int, k: int, dtype_fp8: bool | None = None) -> Any:
+        w = (torch.randn(n, k, generator=g, dtype=torch.float32) * k**-0.5).to(device=dev, dtype=bf)
+        if not (fp8 if dtype_fp8 is None else dtype_fp8):
+            return w
+        return (f.pad(w, (0, pad16(k) - k, 0, pad16(n) - n)).to(e4m3), n)
+
+    def mm(x: Any, w: Any) -> Any:
+        """x[M, K] @ W[N, K]^T in bf16."""
+        if not isinstance(w, tuple):
+            return x @ w.t()
+        w8, n = w
+        m, k = x.shape
+        x8 = f.pad(x, (0, w8.shape[1] - k, 0, pad16(m) - m)).to(e4m3)
+        return torch._scaled_mm(x8, w8.t(), one, one, out_dtype=bf)[:m, :n]
 
     w_qkv = weight(hq * d + hkv * (d + dv), h)
     w_o = weight(h, hq * dv)
     inter = shape["inter"]
     if shape["moe"]:
         experts = [(weight(2 * inter, h), weight(h, inter)) for _ in range(shape["experts_local"])]
-        w_router = weight(shape["experts_total"], h)
+        w_router = weight(shape["experts_total"], h, dtype_fp8=False)
         shared = (
             (weight(2 * shape["shared_inter"], h), weight(h, shape["shared_inter"])) if shape["shared_inter"] else None
         )
@@ -584,16 +622,16 @@ def probe_layer(shape: Mapping[str, Any], device: str = "cpu", repeats: int = 3)
         w_gu, w_dn = weight(2 * inter, h), weight(h, inter)
 
     def mlp(x: Any, wgu: Any, wdn: Any) -> Any:
-        gate, up = (x @ wgu.t()).chunk(2, dim=-1)
-        return (f.silu(gate) * up) @ wdn.t()
+        gate, up = mm(x, wgu).chunk(2, dim=-1)
+        return mm(f.silu(gate) * up, wdn)
 
     def linear(x: Any) -> Any:
-        qkv = x @ w_qkv.t()
+        qkv = mm(x, w_qkv)
         att = qkv[:, : hq * dv] if qkv.shape[1] >= hq * dv else x.new_zeros(x.shape[0], hq * dv)
-        y = x + att @ w_o.t()
+        y = x + mm(att, w_o)
         if not shape["moe"]:
             return y + mlp(y, w_gu, w_dn)
-        logits = y @ w_router.t()
+        logits = mm(y, w_router)
         _, top = torch.topk(logits, shape["top_k"], dim=-1)
         out = y.clone() if shared is None else y + mlp(y, *shared)
         for e, (wgu, wdn) in enumerate(experts):  # only the experts this GPU hosts

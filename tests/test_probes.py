@@ -185,9 +185,46 @@ def test_probe_layer_dense_and_moe_tiny():
     assert dense["heads"] == 4 and dense["kv_heads"] == 1 and not dense["moe"]
     moe = layer_shape(load_model("Qwen/Qwen3-30B-A3B"), tp=4, ep=4, batch=2, context=32, prefill_tokens=16)
     assert moe["moe"] and moe["experts_local"] == 32 and moe["top_k"] == 8
-    for shape in (dense, moe):
+    for shape in (dense, moe, {**dense, "weights": "fp8"}, {**moe, "weights": "fp8"}):
         t = probe_layer(shape, "cpu", repeats=1)
         assert all(v > 0 for v in t.values()), t
+    with pytest.raises(ValueError, match="not 'int4'"):
+        layer_shape(load_model(MODEL), tp=8, ep=1, batch=2, context=32, prefill_tokens=16, weights="int4")
+
+
+def test_which_weight_schemes_a_layer_probe_builds():
+    from search.evaluators import _probe_weights
+
+    assert _probe_weights("bf16", 2.0) == "bf16"
+    assert _probe_weights("fp8", 1.0) == "fp8"  # a GPU with fp8 tensor cores
+    assert _probe_weights("fp8", 2.0) is None  # fp8 run another way (e.g. A100): not what the probe builds
+    assert _probe_weights("int4", 2.0) is None and _probe_weights("fp4", 0.5625) is None
+
+
+def test_probe_sweep_measures_fp8_layers(tmp_path, local_ray):
+    from search.evaluators import make_evaluator
+    from search.runner import run_sweep, start_sweep
+    from search.spec import parse_spec
+
+    data = {
+        "name": "probe-fp8",
+        "model": MODEL,
+        "workload": {"input_tokens": {"kind": "fixed", "mean": 64}, "output_tokens": {"kind": "fixed", "mean": 16}},
+        "accelerators": ["H100-SXM"],
+        "space": {"tp": [4], "weights": ["bf16", "fp8"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
+        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
+        "evaluator": "probe",
+        "probe": {"device": "cpu", "max_candidates": 4, "repeats": 1},
+        "sampler": "exhaustive",
+    }
+    spec = parse_spec(data)
+    store = Store(f"sqlite:///{tmp_path}/sweeps.db")
+    name = start_sweep(store, spec, json.dumps(data), None, workers=1)
+    run_sweep(store, name, workers=1)
+    chosen = make_evaluator(spec).probe_ids()
+    measured = [r for r in store.get_evaluations(name) if r["measured"]]
+    assert {r["config"]["id"] for r in measured} == chosen  # every front candidate, fp8 ones included
+    assert any(r["config"]["weights"] == "fp8" for r in measured)
 
 
 def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
