@@ -97,7 +97,7 @@ class EvalResult:
                     "evaluator": evaluator,
                 }
             )
-            if "probe_measured" in self.metrics and self.metrics["probe_measured"][i] == 1.0:
+            if "probe_status" in self.metrics and self.metrics["probe_status"][i] == PROBE_MEASURED:
                 out[-1]["measured"] = True
         return out
 
@@ -396,6 +396,11 @@ class SimulatorEvaluator(AnalyticEvaluator):
 
 
 PROBED_STEADY_STATE = tuple(f.name for f in dataclasses.fields(SteadyState))  # metrics a probe replaces
+# What happened to each row of a probe sweep (metric probe_status: the index). A candidate is
+# "dtype not probed" unless the layer probe builds its weights (bf16, or fp8 W8A8 on fp8
+# tensor cores) with a bf16 KV cache.
+PROBE_STATUS = ("not a candidate", "measured", "dtype not probed", "GPU type not in the cluster")
+PROBE_MEASURED = float(PROBE_STATUS.index("measured"))
 PROBE_FRONT_LIMIT = 2_000_000  # spaces up to this size pick probe candidates from their exact analytic front
 
 
@@ -433,8 +438,8 @@ class ProbeEvaluator(AnalyticEvaluator):
     overheads stay analytic. Only the first `probe.max_candidates` configurations of the
     analytic front of the whole space are probed (`probe_ids`), and only layers the probe can
     build (`_probe_weights`: bf16, or fp8 W8A8 on a GPU with fp8 tensor cores; KV cache bf16).
-    Rows that were probed carry `probe_measured` = 1 and are stored as
-    measured; the others stay analytic, and `notes` says why (e.g. no GPU of that type).
+    Rows carry `probe_status` (an index into PROBE_STATUS): measured rows are stored as
+    measured; candidates the probe could not measure say why (dtype, or no GPU of that type).
 
     On a CPU the probe exists for tests: its times are a CPU's, not the GPU's."""
 
@@ -553,14 +558,9 @@ class ProbeEvaluator(AnalyticEvaluator):
         base = super().evaluate(ids)
         n = len(base)
         metrics = dict(base.metrics)
-        for k in (
-            "probe_measured",
-            "probe_decode_layer_s",
-            "probe_prefill_layer_s",
-            "analytic_tpot_s",
-            "analytic_ttft_s",
-        ):
-            metrics[k] = np.full(n, 0.0 if k == "probe_measured" else np.nan)
+        metrics["probe_status"] = np.zeros(n)
+        for k in ("probe_decode_layer_s", "probe_prefill_layer_s", "analytic_tpot_s", "analytic_ttft_s"):
+            metrics[k] = np.full(n, np.nan)
         for k in ("ttft_s", "total_gpus", *PROBED_STEADY_STATE):  # overwritten for probed rows
             metrics[k] = metrics[k].copy()
         wl = self.workload
@@ -578,11 +578,10 @@ class ProbeEvaluator(AnalyticEvaluator):
             kv = dims["kv_cache"].values[int(idx["kv_cache"][0])]
             probed_as = _probe_weights(weights, float(b.activation_bytes[0]))
             if probed_as is None or kv != "bf16":
-                self.notes.setdefault(
-                    "dtype", "only bf16 or fp8 (W8A8 on fp8 tensor cores) layers with a bf16 KV cache are probed"
-                )
+                metrics["probe_status"][i] = PROBE_STATUS.index("dtype not probed")
                 continue
             if self._unavailable(gpu_id):
+                metrics["probe_status"][i] = PROBE_STATUS.index("GPU type not in the cluster")
                 continue
             batch = float(metrics["batch"][i])
             pp = float(b.pp[0])
@@ -627,7 +626,7 @@ class ProbeEvaluator(AnalyticEvaluator):
             for key in PROBED_STEADY_STATE:
                 metrics[key][i] = float(getattr(st, key)[0])
             metrics["total_gpus"][i] = metrics["replicas"][i] * metrics["gpus"][i]
-            metrics["probe_measured"][i] = 1.0
+            metrics["probe_status"][i] = PROBE_MEASURED
             metrics["probe_decode_layer_s"][i] = t["decode_linear_s"] + t["decode_attention_s"]
             metrics["probe_prefill_layer_s"][i] = t["prefill_linear_s"] + t["prefill_attention_s"]
         cons = self._constraints(metrics, base.constraints[:, 0])

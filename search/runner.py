@@ -202,11 +202,22 @@ def run_sweep(
 
 
 def _probe_summary(store: Store, name: str, spec: SweepSpec) -> dict[str, Any]:
-    """What a probe sweep measured, and which accelerators stayed analytic and why."""
+    """What a probe sweep measured: stored rows by probe status (candidates not measured say
+    why), and which accelerators the cluster lacks."""
+    from search.evaluators import PROBE_STATUS
     from search.probes import probe_coverage
 
-    analytic = probe_coverage(list(spec.accelerators), spec.probe.device)
-    return {"measured": store.count_evaluations(name)["measured"], "probe_analytic": analytic}
+    counts: dict[str, int] = {}
+    for row in store.get_evaluations(name):
+        code = (row.get("metrics") or {}).get("probe_status")
+        if code:
+            status = PROBE_STATUS[int(code)]
+            counts[status] = counts.get(status, 0) + 1
+    return {
+        "measured": store.count_evaluations(name)["measured"],
+        "probe_candidates": counts,
+        "probe_analytic": probe_coverage(list(spec.accelerators), spec.probe.device),
+    }
 
 
 def _now() -> Any:

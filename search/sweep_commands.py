@@ -135,6 +135,9 @@ def _summary_line(s: dict) -> str:
     ]
     if "measured" in s:
         parts.append(f"measured={s['measured']}")
+    for status, n in (s.get("probe_candidates") or {}).items():
+        if status != "measured":
+            parts.append(f"\n  {n} probe candidate(s) stayed analytic: {status}")
     for gpu, why in (s.get("probe_analytic") or {}).items():
         parts.append(f"\n  {gpu} candidates stayed analytic: {why}")
     return "done: " + "  ".join(parts)

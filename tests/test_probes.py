@@ -18,6 +18,7 @@ from objectives.models import load_model
 from objectives.probe_fit import efficiency_sections, fit_alpha_beta, fit_fractions, fit_gemm_ramp
 from objectives.serving import evaluate
 from search.calibration import efficiency_from_record, load_record, resolve_calibration
+from search.evaluators import PROBE_STATUS
 from search.probe_cli import register
 from search.probes import (
     CPU_ID,
@@ -220,11 +221,18 @@ def test_probe_sweep_measures_fp8_layers(tmp_path, local_ray):
     spec = parse_spec(data)
     store = Store(f"sqlite:///{tmp_path}/sweeps.db")
     name = start_sweep(store, spec, json.dumps(data), None, workers=1)
-    run_sweep(store, name, workers=1)
+    summary = run_sweep(store, name, workers=1)
     chosen = make_evaluator(spec).probe_ids()
     measured = [r for r in store.get_evaluations(name) if r["measured"]]
+    assert summary["probe_candidates"] == {"measured": len(chosen)}
     assert {r["config"]["id"] for r in measured} == chosen  # every front candidate, fp8 ones included
     assert any(r["config"]["weights"] == "fp8" for r in measured)
+    # with an fp8 KV cache no layer is built: the candidates stay analytic and say why
+    fp8_kv = parse_spec({**data, "space": {**data["space"], "kv_cache": ["fp8"]}})
+    evaluator = make_evaluator(fp8_kv)
+    result = evaluator.evaluate(np.arange(evaluator.space.size))
+    status = [PROBE_STATUS[int(c)] for c in result.metrics["probe_status"]]
+    assert status.count("dtype not probed") == len(evaluator.probe_ids()) > 0 and evaluator.probed == 0
 
 
 def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
@@ -259,13 +267,14 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
     assert len(chosen) == 2 and {r["config"]["id"] for r in measured} == chosen
     for r in measured:
         m = r["metrics"]
-        assert r["evaluator"] == "probe" and m["probe_measured"] == 1.0
+        assert r["evaluator"] == "probe" and PROBE_STATUS[int(m["probe_status"])] == "measured"
         assert m["probe_decode_layer_s"] > 0 and m["tpot_s"] > 0 and m["analytic_tpot_s"] > 0
         assert m["tpot_s"] != m["analytic_tpot_s"]
     for r in rows:
         if not r["measured"]:
-            assert r["metrics"]["probe_measured"] == 0.0
+            assert r["metrics"]["probe_status"] == 0.0  # not a candidate
     assert summary["measured"] == 2 and summary["probe_analytic"] == {}
+    assert summary["probe_candidates"] == {"measured": 2}
 
 
 def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, local_ray):
@@ -290,11 +299,13 @@ def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, loca
     name = start_sweep(store, parse_spec(data), json.dumps(data), None, workers=1)
     summary = run_sweep(store, name, workers=1)
     assert summary["evaluated"] == 4 and summary["measured"] == 0
+    assert summary["probe_candidates"] == {"GPU type not in the cluster": 2}  # the two front candidates
     assert set(summary["probe_analytic"]) == {"H100-SXM", "MI300X"}
     assert "has no H100 GPU" in summary["probe_analytic"]["H100-SXM"]
     assert not any(r["measured"] for r in store.get_evaluations(name))
     line = _summary_line(summary)
     assert "measured=0" in line and "MI300X candidates stayed analytic" in line
+    assert "2 probe candidate(s) stayed analytic: GPU type not in the cluster" in line
 
 
 def test_allreduce_probe_errors_are_clear(local_ray):
