@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -21,6 +21,9 @@ import yaml
 from objectives.efficiency import EfficiencyModel, default_efficiency
 from search.fitting import BOUNDS, fit_serving_params
 from search.validation import predict, summarize
+
+if TYPE_CHECKING:
+    from search.storage import Store
 
 
 def split_rows(rows: Sequence[dict], holdout_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -108,24 +111,28 @@ def load_record(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_calibration(
-    choice: str | None, storage_url: str | None = None, gpus: Sequence[str] | None = None
+    choice: str | None, storage: str | Store | None = None, gpus: Sequence[str] | None = None
 ) -> tuple[EfficiencyModel, str]:
     """(efficiency model, label) for `--calibration`: 'none' (or None) = shipped defaults,
     'latest' = the newest record in the database (with `gpus`, the newest that applies to one
     of them: a probe of that GPU or a fit to measurements, so a CPU or another GPU's probe is
-    passed over), anything else = a record file."""
+    passed over), anything else = a record file. `storage`: a database URL (default: the
+    default database) or an open Store (kept open)."""
     if choice is None or choice == "none":
         return default_efficiency(), "defaults"
     if choice == "latest":
         from search.storage import Store, default_storage_url
 
-        store = Store(storage_url or default_storage_url())
-        found = store.latest_calibration(for_gpus=gpus)
-        store.close()
+        store = storage if isinstance(storage, Store) else Store(storage or default_storage_url())
+        try:
+            found = store.latest_calibration(for_gpus=gpus)
+        finally:
+            if store is not storage:
+                store.close()
         if found is None:
             which = f" that applies to {', '.join(gpus)}" if gpus else ""
             raise ValueError(
-                f"no calibration{which} stored in {storage_url or default_storage_url()}; "
+                f"no calibration{which} stored in {store.url}; "
                 "run 'servesweep calibrate' or 'servesweep probe' first, or pass a file"
             )
         return efficiency_from_record(found["record"]), f"calibration {found['name']}"

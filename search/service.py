@@ -670,7 +670,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             result = estimate_deployment(
                 model=req.model,
                 gpu=req.gpu,
-                calibration=lambda gpu_id: resolve_calibration(req.calibration, settings.storage_url, gpus=[gpu_id]),
+                calibration=lambda gpu_id: resolve_calibration(req.calibration, store(), gpus=[gpu_id]),
                 tp=req.tp,
                 pp=req.pp,
                 ep=req.ep,

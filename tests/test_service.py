@@ -513,7 +513,7 @@ def test_catalog_and_estimate_match_the_cli(service) -> None:
 
     from search.cli import app
 
-    client, _ = service()
+    client, settings = service()
     runner = CliRunner()
     for kind in ("gpus", "models"):
         r = client.get(f"/catalog/{kind}", headers=ALICE)
@@ -533,6 +533,18 @@ def test_catalog_and_estimate_match_the_cli(service) -> None:
     )
     assert infeasible.status_code == 200 and infeasible.json()["feasible"] is False
     assert infeasible.json()["ttft_s"] is None
+
+    # calibration: latest reads the service's database, and says which record it used
+    r = client.post("/estimate", json={**body, "calibration": "latest"}, headers=ALICE)
+    assert r.status_code == 422 and "no calibration that applies to H100-SXM" in r.json()["detail"]
+    record = json.loads(
+        (Path(__file__).resolve().parent.parent / "calibrations/measurements-public-20261126.json").read_text()
+    )
+    store = Store(settings.storage_url)
+    store.save_calibration("team-fit", "measurements", record)
+    store.close()
+    r = client.post("/estimate", json={**body, "calibration": "latest"}, headers=ALICE)
+    assert r.status_code == 200 and r.json()["calibration"] == "calibration team-fit"
 
     for bad, needle in [
         ({**body, "gpu": "H100-SMX"}, "H100-SXM"),
