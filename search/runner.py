@@ -168,9 +168,30 @@ def run_sweep(
     storage this way); neither is needed in normal use. `should_stop` is polled between
     shard results and between waves: when it returns a status ('cancelled' or 'interrupted'),
     the work done so far is stored, the sweep gets that status and `{"stopped": status}` is
-    returned; a later run_sweep resumes it."""
+    returned; a later run_sweep resumes it.
+
+    One driver per sweep: the sweep's lease (Store.sweep_lease) is held throughout, so a second
+    process asked to run it (a resume, another service instance) gets SweepBusyError at once
+    instead of evaluating it twice."""
+    if store.get_sweep(name) is None:
+        raise ValueError(f"no sweep named {name!r} in {store.url}")
+    with store.sweep_lease(name):
+        return _drive(store, name, ray_address, workers, progress, local, optuna_storage, should_stop)
+
+
+def _drive(
+    store: Store,
+    name: str,
+    ray_address: str | None,
+    workers: int | None,
+    progress: ProgressCallback | None,
+    local: bool,
+    optuna_storage: optuna.storages.BaseStorage | None,
+    should_stop: StopCheck | None,
+) -> dict[str, Any]:
+    """run_sweep's work, under the sweep's lease."""
     record = store.get_sweep(name)
-    if record is None:
+    if record is None:  # deleted meanwhile
         raise ValueError(f"no sweep named {name!r} in {store.url}")
     if record["status"] == "finished":
         return record["summary"] or {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.runner import Progress, run_sweep
-from search.storage import Store
+from search.storage import Store, SweepBusyError
 
 log = logging.getLogger("servesweep.service")
 
@@ -112,6 +112,9 @@ class SweepManager:
                 should_stop=lambda: job.stop,
             )
             log.info("sweep %s: %s", job.name, result.get("stopped") or "finished")
+        except SweepBusyError as exc:  # another service instance (or a CLI resume) drives it
+            job.error = self.scrub(str(exc))
+            log.info("sweep %s: left to the process running it", job.name)
         except Exception as exc:  # run_sweep stored status 'failed'
             job.error = self.scrub(f"{type(exc).__name__}: {exc}")
             log.error("sweep %s failed: %s", job.name, job.error)

@@ -17,6 +17,8 @@ New migration (autogenerate only ever looks at `svc_*` tables)::
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import math
 import os
 import sqlite3
@@ -37,13 +39,14 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 __all__ = [
     "FRONT_KINDS",
     "SUPPORTED_SCHEMES",
     "SWEEP_STATUSES",
     "Store",
+    "SweepBusyError",
     "SweepNotFoundError",
     "alembic_config",
     "default_storage_url",
@@ -72,6 +75,10 @@ _SWEEP_UPDATABLE = {
     "code_version",
     "price_table",
 }
+
+
+class SweepBusyError(ValueError):
+    """Another process holds the sweep's lease (it is running the sweep)."""
 
 
 class SweepNotFoundError(LookupError):
@@ -555,6 +562,46 @@ class Store:
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
+
+    @contextmanager
+    def sweep_lease(self, name: str) -> Iterator[None]:
+        """The right to drive sweep `name`, exclusive across processes and hosts while held;
+        SweepBusyError at once when another holder has it. PostgreSQL: a session advisory lock
+        on a connection of its own; SQLite: flock on `<database>.locks/<name>.lock`. Either is
+        released when the holder exits or dies (its connection or file closes), so a crashed
+        driver never blocks a resume. An in-memory SQLite database has one process: no lock."""
+        busy = SweepBusyError(f"sweep {name!r} is being run by another process on {self!r}")
+        if self.dialect == "postgresql":
+            key = zlib.crc32(f"servesweep.sweep:{name}".encode())
+            engine = sa.create_engine(make_url(self.url), poolclass=NullPool)
+            try:
+                with engine.connect() as conn:
+                    if not conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar():
+                        raise busy
+                    conn.commit()
+                    try:
+                        yield
+                    finally:
+                        conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                        conn.commit()
+            finally:
+                engine.dispose()
+            return
+        database = make_url(self.url).database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            yield
+            return
+        folder = Path(f"{Path(database).expanduser()}.locks")
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{hashlib.sha256(_name(name).encode()).hexdigest()[:32]}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise busy from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- transactions -------------------------------------------------------------------------
 

@@ -402,3 +402,30 @@ def test_sweep_names_cannot_escape(tmp_path, bad):
     with pytest.raises(ValueError, match="invalid sweep name"):
         start_sweep(store, spec, text, bad, workers=1)
     assert store.list_sweeps() == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_running_sweep_has_one_driver(tmp_path, backend, request, local_ray):
+    """While a process holds a sweep's lease, another driver (here: a run_sweep on its own
+    connection, and the CLI's --resume) is refused at once and stores nothing; once the lease
+    is released the sweep runs."""
+    from typer.testing import CliRunner
+
+    from search.cli import app
+    from search.storage import SweepBusyError
+
+    url = f"sqlite:///{tmp_path}/lease.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = Store(url)
+    spec, text = _spec(name="leased")
+    name = start_sweep(store, spec, text, None, workers=1)
+    holder = Store(url)  # another process's connection
+    with holder.sweep_lease(name):
+        with pytest.raises(SweepBusyError, match="being run by another process"):
+            run_sweep(store, name, workers=1)
+        res = CliRunner().invoke(app, ["run", "--resume", name, "--storage", url, "--quiet"])
+        assert res.exit_code == 2 and "being run by another process" in res.output
+        assert store.get_sweep(name)["status"] == "pending" and store.count_evaluations(name)["total"] == 0
+    holder.close()
+    summary = run_sweep(store, name, workers=1)
+    assert summary["evaluated"] == SearchSpace(spec).size
+    assert store.get_sweep(name)["status"] == "finished"
