@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from enum import StrEnum
@@ -286,6 +287,77 @@ def calibrate(
         output.write_text(json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {output}")
     console.print(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
+
+
+@app.command()
+def calibrations(
+    name: Annotated[str | None, typer.Argument(help="export this calibration (default: list them all)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write the record here (JSON)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
+) -> None:
+    """List the stored calibrations, or export one as JSON (to commit under calibrations/)."""
+    from search.storage import Store, default_storage_url
+
+    store = Store(storage or default_storage_url())
+    if name is None:
+        if output is not None:
+            _fail("name the calibration to export with -o")
+        rows = store.list_calibrations()
+        summary = [
+            {
+                "name": c["name"],
+                "kind": c["kind"],
+                "gpu": c["gpu"],
+                "device": c["device"],
+                "created_at": c["created_at"],
+                "applies_to": c["gpu"] or "all GPUs",
+                **_held_out(c["record"]),
+            }
+            for c in rows
+        ]
+        if as_json:
+            console.print_json(json.dumps(summary))
+            return
+        if not summary:
+            console.print(f"no calibrations in {store.url}: run 'servesweep calibrate' or 'servesweep probe'")
+            return
+        table = Table(title=f"calibrations in {store.url} (newest first)")
+        for col in ("name", "kind", "applies to", "created", "held-out median/p90: before -> after"):
+            table.add_column(col)
+        for c in summary:
+            err = c.get("held_out")
+            table.add_row(
+                c["name"],
+                c["kind"],
+                c["applies_to"],
+                str(c["created_at"])[:19].replace("T", " "),
+                "-" if not err else f"{err[0]}% / {err[1]}% -> {err[2]}% / {err[3]}%",
+            )
+        console.print(table)
+        return
+    found = store.get_calibration(name)
+    if found is None:
+        known = [c["name"] for c in store.list_calibrations()]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        _fail(f"no calibration named {name!r} in {store.url}{hint}")
+        return
+    text = json.dumps(found["record"], indent=2) + "\n"
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text)
+        err_console.print(f"wrote {output} (use it with --calibration {output})")
+
+
+def _held_out(record: dict) -> dict:
+    """{'held_out': [median before, p90 before, median after, p90 after]} of a measurement fit."""
+    errors = (record.get("fit") or {}).get("errors") or {}
+    before, after = errors.get("held_out_before"), errors.get("held_out_after")
+    if not before or not after:
+        return {}
+    return {"held_out": [before["median_ape"], before["p90_ape"], after["median_ape"], after["p90_ape"]]}
 
 
 _register_sweep_commands(app)

@@ -140,6 +140,31 @@ def test_latest_is_the_newest_record_that_applies_to_the_gpu(tmp_path):
     assert none["calibration"] == "defaults" and out["tpot_s"] != none["tpot_s"]
 
 
+def test_stored_calibrations_are_listed_and_exported(tmp_path):
+    from search.calibration import resolve_calibration
+    from search.storage import Store
+
+    url = f"sqlite:///{tmp_path}/cal.db"
+    runner = CliRunner()
+    empty = runner.invoke(app, ["calibrations", "--storage", url])
+    assert empty.exit_code == 0 and "no calibrations" in empty.output
+    shipped = load_record(Path(__file__).resolve().parent.parent / "calibrations/measurements-public-20261126.json")
+    store = Store(url)
+    store.save_calibration("team-fit", "measurements", shipped)
+    store.save_calibration("cpu-probe", "probe", {"name": "cpu-probe", "gpus": {"CPU": {}}}, gpu="CPU", device="cpu")
+    store.close()
+    listed = json.loads(runner.invoke(app, ["calibrations", "--storage", url, "--json"]).output)
+    assert [c["name"] for c in listed] == ["cpu-probe", "team-fit"]  # newest first
+    assert listed[0]["applies_to"] == "CPU" and listed[1]["applies_to"] == "all GPUs"
+    assert listed[1]["held_out"] == [6.59, 26.87, 8.72, 23.47]
+    out = tmp_path / "team.json"
+    res = runner.invoke(app, ["calibrations", "team-fit", "-o", str(out), "--storage", url])
+    assert res.exit_code == 0 and load_record(out) == shipped
+    assert resolve_calibration(str(out))[1] == f"calibration {shipped['name']}"  # the export is usable as it is
+    typo = runner.invoke(app, ["calibrations", "team-fitt", "--storage", url])
+    assert typo.exit_code == 2 and "did you mean team-fit" in typo.output
+
+
 def test_cli_calibration_errors_are_clear(tmp_path):
     runner = CliRunner()
     args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "1"]
