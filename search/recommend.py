@@ -46,7 +46,7 @@ from objectives.cost import HOURS_PER_YEAR, OwnershipTerms, load_pricing_default
 from objectives.efficiency import default_efficiency
 from objectives.quantization import get_scheme, resolve_compute_dtype
 from objectives.serving import BOUNDS
-from search.evaluators import AnalyticEvaluator
+from search.evaluators import PROBE_MEASURED, AnalyticEvaluator
 from search.launch import launch_commands
 from search.pareto import pareto_mask
 from search.spec import LATENCY_METRICS, SweepSpec
@@ -411,7 +411,18 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "hbm_per_gpu_gb": gpu.hbm_bytes / GB if gpu else None,
         "bound": bound,
         "bound_hint": BOUND_HINTS.get(bound or "", ""),
+        "basis": _basis(ctx, r),
     }
+
+
+def _basis(ctx: SweepContext, r: dict[str, Any]) -> str:
+    """Where a configuration's latencies come from: the cost model, the serving simulator, or
+    a probe of its decoder layer on a GPU of its type (probe sweeps)."""
+    if r.get("probe_status") == PROBE_MEASURED:
+        return "measured: one decoder layer timed on the GPU, the rest of the model around it"
+    if ctx.spec.evaluator == "simulator":
+        return "simulated: continuous batching replayed under the workload's arrivals"
+    return "modelled: the analytic cost model"
 
 
 def _pct(a: float, b: float) -> str:

@@ -651,6 +651,7 @@ def _rec_card(ctx: rec_mod.SweepContext, kind: str, r: dict[str, Any] | None) ->
             f"(weights {r['weights_per_gpu_gb']:.1f} GB)",
         ),
         ("bound", r["bound"] or "–"),
+        ("latencies", r.get("basis") or "–"),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in kv)
     changes = "".join(f"<li>{_e(c)}</li>" for c in r["what_would_change"])

@@ -273,6 +273,21 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
     for r in rows:
         if not r["measured"]:
             assert r["metrics"]["probe_status"] == 0.0  # not a candidate
+    # procurement sees which recommendations rest on a measurement
+    from search.recommend import recommendations, rows_from, sweep_context
+
+    recs = recommendations(sweep_context(store.get_sweep(name)), rows_from(rows))
+    picked = [r for r in recs.values() if r is not None]
+    assert picked
+    for rec in picked:
+        assert rec["basis"].startswith("measured" if rec["id"] in chosen else "modelled"), rec["basis"]
+    # (on a CPU the measured layers are slow, so the picks here are modelled ones; the label of
+    # a measured row:)
+    from search.recommend import _basis
+
+    ctx = sweep_context(store.get_sweep(name))
+    assert _basis(ctx, {"probe_status": 1.0}).startswith("measured")
+    assert _basis(ctx, {"probe_status": 2.0}).startswith("modelled")
     assert summary["measured"] == 2 and summary["probe_analytic"] == {}
     assert summary["probe_candidates"] == {"measured": 2}
 
