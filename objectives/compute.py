@@ -62,12 +62,14 @@ def lm_head_flops(b: ConfigBatch, logit_tokens: np.ndarray) -> np.ndarray:
     return 2.0 * logit_tokens * b.lm_head_params / b.tp
 
 
+def lm_head_bytes(b: ConfigBatch) -> np.ndarray:
+    """Bytes of the LM head on one GPU (vocab-split by TP, stored like the embedding)."""
+    return b.lm_head_params / b.tp * b.embedding_bytes_per_param
+
+
 def dense_weight_bytes(b: ConfigBatch) -> np.ndarray:
     """Bytes of always-used weights read once per step (LM head included)."""
-    return (
-        dense_linear_params_per_gpu(b) * b.weight_bytes_per_param
-        + b.lm_head_params / b.tp * b.embedding_bytes_per_param
-    )
+    return dense_linear_params_per_gpu(b) * b.weight_bytes_per_param + lm_head_bytes(b)
 
 
 def expert_weight_bytes(b: ConfigBatch, touched: np.ndarray) -> np.ndarray:

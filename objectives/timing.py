@@ -33,6 +33,7 @@ from objectives.compute import (
     expert_gemm_flops,
     expert_weight_bytes,
     kv_read_bytes,
+    lm_head_bytes,
     lm_head_flops,
     tokens_per_expert,
 )
@@ -71,6 +72,15 @@ def gemm_efficiency(b: ConfigBatch, rows: np.ndarray) -> np.ndarray:
     """Achieved fraction of peak FLOP/s of a GEMM with `rows` rows (M)."""
     m = np.maximum(rows, 1e-9)
     return b.eff_gemm * m / (m + b.gemm_half_tokens)
+
+
+def lm_head_time_s(b: ConfigBatch, logit_tokens: np.ndarray) -> np.ndarray:
+    """The LM head alone for `logit_tokens` logits: roofline of its bytes against its FLOPs at
+    the GEMM efficiency of that many rows (the part of `forward_time_s`'s dense GEMM a
+    layer probe does not measure)."""
+    mem = lm_head_bytes(b) / (b.hbm_bw_bytes_per_s * b.eff_bw)
+    math = lm_head_flops(b, logit_tokens) / (b.peak_flops * gemm_efficiency(b, logit_tokens))
+    return roofline_time_s(mem, math, b.roofline_sharpness)
 
 
 def forward_time_s(

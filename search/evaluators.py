@@ -404,17 +404,6 @@ PROBE_MEASURED = float(PROBE_STATUS.index("measured"))
 PROBE_FRONT_LIMIT = 2_000_000  # spaces up to this size pick probe candidates from their exact analytic front
 
 
-def _lm_head_s(b: ConfigBatch, tokens: float) -> float:
-    """Analytic time of the LM head for `tokens` logits (one-row batch `b`)."""
-    from objectives.compute import lm_head_flops
-    from objectives.timing import gemm_efficiency, roofline_time_s
-
-    mem = b.lm_head_params / b.tp * b.embedding_bytes_per_param / (b.hbm_bw_bytes_per_s * b.eff_bw)
-    tok = np.array([float(tokens)])
-    math_s = lm_head_flops(b, tok) / (b.peak_flops * gemm_efficiency(b, tok))
-    return float(roofline_time_s(mem, math_s, b.roofline_sharpness)[0])
-
-
 def _probe_weights(weights: str, activation_bytes: float) -> str | None:
     """The layer probe's linear-layer dtype for a candidate's weight scheme, or None when the
     probe cannot build it: bf16 (2-byte weights and activations), or fp8 W8A8 where the GPU
@@ -449,30 +438,19 @@ class ProbeEvaluator(AnalyticEvaluator):
         super().__init__(spec)
         self.settings = spec.probe
         self.probed = 0
-        self.notes: dict[str, str] = {}
         self._cache: dict[tuple, dict[str, float]] = {}
         self._available: dict[str, str | None] = {}
         self._probe_ids: set[int] | None = None
 
     def _unavailable(self, gpu_id: str) -> str | None:
         """Why `gpu_id` cannot be probed, or None."""
-        if self.settings.device == "cpu":
-            return None
         if gpu_id not in self._available:
-            import ray
+            from search.probes import probe_coverage
 
-            from search.probes import has_gpu_type, ray_accelerator_type
-
-            if not ray.is_initialized():
-                why: str | None = "no Ray cluster is connected"
-            elif not has_gpu_type(ray_accelerator_type(gpu_id)):
-                why = f"the Ray cluster has no {ray_accelerator_type(gpu_id)} GPU"
-            else:
-                why = None
+            why = probe_coverage([gpu_id], self.settings.device).get(gpu_id)
             self._available[gpu_id] = why
             if why:
-                self.notes[gpu_id] = f"{gpu_id} candidates stay analytic: {why}"
-                logging.getLogger("servesweep.probe").warning(self.notes[gpu_id])
+                logging.getLogger("servesweep.probe").warning("%s candidates stay analytic: %s", gpu_id, why)
         return self._available[gpu_id]
 
     def _measure(
@@ -552,6 +530,7 @@ class ProbeEvaluator(AnalyticEvaluator):
         from objectives.timing import (
             decode_step_time_s,
             forward_time_s,
+            lm_head_time_s,
             prefill_time_s,
         )
 
@@ -592,13 +571,16 @@ class ProbeEvaluator(AnalyticEvaluator):
             self.probed += 1
             layers = float(layers_per_gpu(b)[0])
 
+            def lm_head_s(tokens: float, b: ConfigBatch = b) -> float:
+                return float(lm_head_time_s(b, np.array([tokens]))[0])
+
             a_dec = forward_time_s(b, np.array([float(micro)]), mean_ctx)
             a_pre = forward_time_s(
                 b, np.array([0.0]), 0.0, prefill_tokens=float(prefill), prefill_context=prefill / 2.0, prefill_seqs=1.0
             )
-            r_gemm_dec = (layers * t["decode_linear_s"] + _lm_head_s(b, micro)) / float(a_dec.gemm_s[0])
+            r_gemm_dec = (layers * t["decode_linear_s"] + lm_head_s(micro)) / float(a_dec.gemm_s[0])
             r_att_dec = layers * t["decode_attention_s"] / max(float(a_dec.attention_s[0]), 1e-30)
-            r_gemm_pre = (layers * t["prefill_linear_s"] + _lm_head_s(b, 1.0)) / float(a_pre.gemm_s[0])
+            r_gemm_pre = (layers * t["prefill_linear_s"] + lm_head_s(1.0)) / float(a_pre.gemm_s[0])
             r_att_pre = layers * t["prefill_attention_s"] / max(float(a_pre.attention_s[0]), 1e-30)
 
             def measured(st: Any, rg: float, ra: float) -> float:

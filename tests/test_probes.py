@@ -202,26 +202,42 @@ def test_which_weight_schemes_a_layer_probe_builds():
     assert _probe_weights("int4", 2.0) is None and _probe_weights("fp4", 0.5625) is None
 
 
-def test_probe_sweep_measures_fp8_layers(tmp_path, local_ray):
-    from search.evaluators import make_evaluator
+PROBE_SWEEP = {
+    "model": MODEL,
+    "workload": {"input_tokens": {"kind": "fixed", "mean": 64}, "output_tokens": {"kind": "fixed", "mean": 16}},
+    "accelerators": ["H100-SXM", "MI300X"],
+    "space": {"tp": [4], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
+    "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
+    "evaluator": "probe",
+    "probe": {"device": "cpu", "max_candidates": 2, "repeats": 1},
+    "sampler": "exhaustive",
+}
+
+
+def _probe_sweep(tmp_path, **changes):
+    """(spec data, spec, store, sweep name, summary) of a finished exhaustive probe sweep of
+    PROBE_SWEEP with `changes`."""
     from search.runner import run_sweep, start_sweep
     from search.spec import parse_spec
 
-    data = {
-        "name": "probe-fp8",
-        "model": MODEL,
-        "workload": {"input_tokens": {"kind": "fixed", "mean": 64}, "output_tokens": {"kind": "fixed", "mean": 16}},
-        "accelerators": ["H100-SXM"],
-        "space": {"tp": [4], "weights": ["bf16", "fp8"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
-        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
-        "evaluator": "probe",
-        "probe": {"device": "cpu", "max_candidates": 4, "repeats": 1},
-        "sampler": "exhaustive",
-    }
+    data = {**PROBE_SWEEP, **changes}
     spec = parse_spec(data)
     store = Store(f"sqlite:///{tmp_path}/sweeps.db")
     name = start_sweep(store, spec, json.dumps(data), None, workers=1)
-    summary = run_sweep(store, name, workers=1)
+    return data, spec, store, name, run_sweep(store, name, workers=1)
+
+
+def test_probe_sweep_measures_fp8_layers(tmp_path, local_ray):
+    from search.evaluators import make_evaluator
+    from search.spec import parse_spec
+
+    data, spec, store, name, summary = _probe_sweep(
+        tmp_path,
+        name="probe-fp8",
+        accelerators=["H100-SXM"],
+        space={**PROBE_SWEEP["space"], "weights": ["bf16", "fp8"]},
+        probe={**PROBE_SWEEP["probe"], "max_candidates": 4},
+    )
     chosen = make_evaluator(spec).probe_ids()
     measured = [r for r in store.get_evaluations(name) if r["measured"]]
     assert summary["probe_candidates"] == {"measured": len(chosen)}
@@ -236,28 +252,10 @@ def test_probe_sweep_measures_fp8_layers(tmp_path, local_ray):
 
 
 def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
-    from search.runner import run_sweep, start_sweep
-    from search.spec import parse_spec
-
-    data = {
-        "name": "probe-cpu",
-        "model": MODEL,
-        "workload": {
-            "input_tokens": {"kind": "fixed", "mean": 64},
-            "output_tokens": {"kind": "fixed", "mean": 16},
-            "slos": [{"metric": "tpot", "max_s": 10.0}],
-        },
-        "accelerators": ["H100-SXM", "MI300X"],
-        "space": {"tp": [4], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
-        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
-        "evaluator": "probe",
-        "probe": {"device": "cpu", "max_candidates": 2, "repeats": 1},
-        "sampler": "exhaustive",
-    }
-    spec = parse_spec(data)
-    store = Store(f"sqlite:///{tmp_path}/sweeps.db")
-    name = start_sweep(store, spec, json.dumps(data), None, workers=1)
-    summary = run_sweep(store, name, workers=1)
+    slo = {"slos": [{"metric": "tpot", "max_s": 10.0}]}
+    _, spec, store, name, summary = _probe_sweep(
+        tmp_path, name="probe-cpu", workload={**PROBE_SWEEP["workload"], **slo}
+    )
     assert summary["evaluated"] == 4
     rows = store.get_evaluations(name)
     measured = [r for r in rows if r["measured"]]
@@ -295,24 +293,11 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
 def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, local_ray):
     """On a cluster without the GPU type, a cuda probe sweep evaluates analytically, stores no
     measured rows, and its summary (and the `run` summary line) names each accelerator and why."""
-    from search.runner import run_sweep, start_sweep
-    from search.spec import parse_spec
     from search.sweep_commands import _summary_line
 
-    data = {
-        "name": "probe-nogpu",
-        "model": MODEL,
-        "workload": {"input_tokens": {"kind": "fixed", "mean": 64}, "output_tokens": {"kind": "fixed", "mean": 16}},
-        "accelerators": ["H100-SXM", "MI300X"],
-        "space": {"tp": [4], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1, 2]},
-        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_million_output_tokens"}],
-        "evaluator": "probe",
-        "probe": {"device": "cuda", "max_candidates": 2, "repeats": 1},
-        "sampler": "exhaustive",
-    }
-    store = Store(f"sqlite:///{tmp_path}/sweeps.db")
-    name = start_sweep(store, parse_spec(data), json.dumps(data), None, workers=1)
-    summary = run_sweep(store, name, workers=1)
+    _, _, store, name, summary = _probe_sweep(
+        tmp_path, name="probe-nogpu", probe={**PROBE_SWEEP["probe"], "device": "cuda"}
+    )
     assert summary["evaluated"] == 4 and summary["measured"] == 0
     assert summary["probe_candidates"] == {"GPU type not in the cluster": 2}  # the two front candidates
     assert set(summary["probe_analytic"]) == {"H100-SXM", "MI300X"}
