@@ -35,12 +35,18 @@ import ray  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 import yaml  # noqa: E402
 
-from search.optuna_storage import make_optuna_storage  # noqa: E402
-from search.pareto import normalized_hypervolume, pareto_mask, to_minimization  # noqa: E402
-from search.runner import exact_front, run_sweep, start_sweep  # noqa: E402
-from search.space import SearchSpace  # noqa: E402
-from search.spec import load_spec, parse_spec  # noqa: E402
-from search.storage import Store  # noqa: E402
+from search.store import Store, make_optuna_storage  # noqa: E402
+from search.sweeps import (  # noqa: E402
+    SearchSpace,
+    exact_front,
+    load_spec,
+    normalized_hypervolume,
+    pareto_mask,
+    parse_spec,
+    run_sweep,
+    start_sweep,
+    to_minimization,
+)
 
 EXAMPLE = ROOT / "examples" / "llama-70b-chat.yaml"
 

@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from objectives.efficiency import EfficiencyModel  # noqa: E402
-from search.fitting import BOUNDS, fit_serving_params  # noqa: E402
-from search.validation import load_measurements, predict, summarize  # noqa: E402
+from search.calibration import BOUNDS, fit_serving_params, load_measurements, predict, summarize  # noqa: E402
 
 FIXED = {
     "kv_memory_fraction": (

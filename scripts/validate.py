@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from objectives.efficiency import default_efficiency
-from search.validation import load_measurements, predict, summarize
+from search.calibration import load_measurements, predict, summarize
 
 
 def main(argv: list[str] | None = None) -> int:

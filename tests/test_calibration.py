@@ -9,10 +9,16 @@ import pytest
 from typer.testing import CliRunner
 
 from objectives.efficiency import default_efficiency
-from search.calibration import calibrate_from_measurements, efficiency_from_record, load_record, split_rows
+from search.calibration import (
+    calibrate_from_measurements,
+    efficiency_from_record,
+    load_measurements,
+    load_record,
+    predict,
+    split_rows,
+    with_serving,
+)
 from search.cli import app
-from search.fitting import with_serving
-from search.validation import load_measurements, predict
 
 PUBLIC = Path(__file__).resolve().parent / "data" / "measurements.public.jsonl"
 
@@ -119,7 +125,7 @@ def test_latest_is_the_newest_record_that_applies_to_the_gpu(tmp_path):
     """A newer CPU probe record (never applied to GPUs) does not hide an older fit to
     measurements from a GPU's `latest`; the estimate says which record it used."""
     from search.calibration import resolve_calibration
-    from search.storage import Store
+    from search.store import Store
 
     url = f"sqlite:///{tmp_path}/cal.db"
     store = Store(url)
@@ -142,7 +148,7 @@ def test_latest_is_the_newest_record_that_applies_to_the_gpu(tmp_path):
 
 def test_stored_calibrations_are_listed_and_exported(tmp_path):
     from search.calibration import resolve_calibration
-    from search.storage import Store
+    from search.store import Store
 
     url = f"sqlite:///{tmp_path}/cal.db"
     runner = CliRunner()
@@ -183,9 +189,8 @@ def test_cli_calibration_errors_are_clear(tmp_path):
 def test_a_sweep_uses_the_calibration_it_names(tmp_path, local_ray):
     import yaml
 
-    from search.runner import run_sweep, start_sweep
-    from search.spec import parse_spec
-    from search.storage import Store
+    from search.store import Store
+    from search.sweeps import parse_spec, run_sweep, start_sweep
 
     record_path = tmp_path / "slow.json"
     record_path.write_text(json.dumps({"name": "slow", "serving": {"bw_factor": 0.3, "kv_bw_factor": 0.3}}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.optuna_storage import add_trials, make_optuna_storage
+from search.store import add_trials, make_optuna_storage
 
 
 def _finished_trials(n: int) -> list[optuna.trial.FrozenTrial]:
@@ -55,7 +55,7 @@ def test_optuna_tables_created_by_several_processes_at_once_on_a_fresh_postgresq
     import sys
 
     code = (
-        "import sys; from search.optuna_storage import make_optuna_storage; "
+        "import sys; from search.store import make_optuna_storage; "
         "s = make_optuna_storage(sys.argv[1]); s.get_all_studies(); s.engine.dispose()"
     )
     procs = [

@@ -17,20 +17,21 @@ from objectives.efficiency import default_efficiency
 from objectives.models import load_model
 from objectives.probe_fit import efficiency_sections, fit_alpha_beta, fit_fractions, fit_gemm_ramp
 from objectives.serving import evaluate
-from search.calibration import efficiency_from_record, load_record, resolve_calibration
-from search.evaluators import PROBE_STATUS
-from search.probe_cli import register
-from search.probes import (
+from search.calibration import (
     CPU_ID,
     ProbeUnavailableError,
     build_record,
     catalog_id,
-    check_gpu_resource,
+    efficiency_from_record,
     layer_shape,
+    load_record,
     probe_layer,
-    ray_accelerator_type,
+    resolve_calibration,
 )
-from search.storage import Store
+from search.cli.probe import register
+from search.cluster import check_gpu_resource, ray_accelerator_type
+from search.store import Store
+from search.sweeps import PROBE_STATUS
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -186,7 +187,11 @@ def test_probe_layer_dense_and_moe_tiny():
     assert dense["heads"] == 4 and dense["kv_heads"] == 1 and not dense["moe"]
     moe = layer_shape(load_model("Qwen/Qwen3-30B-A3B"), tp=4, ep=4, batch=2, context=32, prefill_tokens=16)
     assert moe["moe"] and moe["experts_local"] == 32 and moe["top_k"] == 8
-    for shape in (dense, moe, {**dense, "weights": "fp8"}, {**moe, "weights": "fp8"}):
+    # fp8 layers at reduced width: torch's CPU `_scaled_mm` is a scalar fallback (seconds per GEMM)
+    small = {"hidden": 256, "inter": 128, "head_dim": 64, "v_head_dim": 64}
+    fp8_dense = {**dense, **small, "weights": "fp8"}
+    fp8_moe = {**moe, **small, "experts_local": 4, "experts_total": 16, "top_k": 2, "weights": "fp8"}
+    for shape in (dense, moe, fp8_dense, fp8_moe):
         t = probe_layer(shape, "cpu", repeats=1)
         assert all(v > 0 for v in t.values()), t
     with pytest.raises(ValueError, match="not 'int4'"):
@@ -194,13 +199,27 @@ def test_probe_layer_dense_and_moe_tiny():
 
 
 def test_which_weight_schemes_a_layer_probe_builds():
-    from search.evaluators import _probe_weights
+    from search.sweeps.probed import _probe_weights
 
     assert _probe_weights("bf16", 2.0) == "bf16"
     assert _probe_weights("fp8", 1.0) == "fp8"  # a GPU with fp8 tensor cores
     assert _probe_weights("fp8", 2.0) is None  # fp8 run another way (e.g. A100): not what the probe builds
     assert _probe_weights("int4", 2.0) is None and _probe_weights("fp4", 0.5625) is None
 
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 1024,
+    "max_position_embeddings": 4096,
+    "torch_dtype": "bfloat16",
+}
 
 PROBE_SWEEP = {
     "model": MODEL,
@@ -217,8 +236,7 @@ PROBE_SWEEP = {
 def _probe_sweep(tmp_path, **changes):
     """(spec data, spec, store, sweep name, summary) of a finished exhaustive probe sweep of
     PROBE_SWEEP with `changes`."""
-    from search.runner import run_sweep, start_sweep
-    from search.spec import parse_spec
+    from search.sweeps import parse_spec, run_sweep, start_sweep
 
     data = {**PROBE_SWEEP, **changes}
     spec = parse_spec(data)
@@ -228,12 +246,16 @@ def _probe_sweep(tmp_path, **changes):
 
 
 def test_probe_sweep_measures_fp8_layers(tmp_path, local_ray):
-    from search.evaluators import make_evaluator
-    from search.spec import parse_spec
+    from search.sweeps import make_evaluator, parse_spec
 
+    # a narrow Llama: torch's CPU `_scaled_mm` is a scalar fallback, seconds per full-size GEMM
+    tiny = tmp_path / "tiny-llama"
+    tiny.mkdir()
+    (tiny / "config.json").write_text(json.dumps(TINY_LLAMA))
     data, spec, store, name, summary = _probe_sweep(
         tmp_path,
         name="probe-fp8",
+        model=str(tiny),
         accelerators=["H100-SXM"],
         space={**PROBE_SWEEP["space"], "weights": ["bf16", "fp8"]},
         probe={**PROBE_SWEEP["probe"], "max_candidates": 4},
@@ -259,7 +281,7 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
     assert summary["evaluated"] == 4
     rows = store.get_evaluations(name)
     measured = [r for r in rows if r["measured"]]
-    from search.evaluators import make_evaluator
+    from search.sweeps import make_evaluator
 
     chosen = make_evaluator(spec).probe_ids()  # the analytic front's best two
     assert len(chosen) == 2 and {r["config"]["id"] for r in measured} == chosen
@@ -272,7 +294,7 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
         if not r["measured"]:
             assert r["metrics"]["probe_status"] == 0.0  # not a candidate
     # procurement sees which recommendations rest on a measurement
-    from search.recommend import recommendations, rows_from, sweep_context
+    from search.outputs import recommendations, rows_from, sweep_context
 
     recs = recommendations(sweep_context(store.get_sweep(name)), rows_from(rows))
     picked = [r for r in recs.values() if r is not None]
@@ -281,7 +303,7 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
         assert rec["basis"].startswith("measured" if rec["id"] in chosen else "modelled"), rec["basis"]
     # (on a CPU the measured layers are slow, so the picks here are modelled ones; the label of
     # a measured row:)
-    from search.recommend import _basis
+    from search.outputs.recommend import _basis
 
     ctx = sweep_context(store.get_sweep(name))
     assert _basis(ctx, {"probe_status": 1.0}).startswith("measured")
@@ -293,7 +315,7 @@ def test_sweep_with_the_probe_evaluator_on_the_cpu(tmp_path, local_ray):
 def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, local_ray):
     """On a cluster without the GPU type, a cuda probe sweep evaluates analytically, stores no
     measured rows, and its summary (and the `run` summary line) names each accelerator and why."""
-    from search.sweep_commands import _summary_line
+    from search.cli.sweeps import _summary_line
 
     _, _, store, name, summary = _probe_sweep(
         tmp_path, name="probe-nogpu", probe={**PROBE_SWEEP["probe"], "device": "cuda"}
@@ -309,7 +331,7 @@ def test_probe_sweep_without_such_gpus_stays_analytic_and_says_so(tmp_path, loca
 
 
 def test_allreduce_probe_errors_are_clear(local_ray):
-    from search.probes import allreduce_samples
+    from search.calibration import allreduce_samples
 
     assert allreduce_samples("cpu", 1, (4096,), 1) == []  # one GPU: nothing to all-reduce
     with pytest.raises(ProbeUnavailableError, match="asks for 2 GPUs, but PyTorch sees 0"):

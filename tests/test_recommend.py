@@ -14,14 +14,24 @@ from typer.testing import CliRunner
 
 from objectives.cost import HOURS_PER_YEAR, tco_usd_per_gpu_hour
 from objectives.serving import BOUNDS
-from search import recommend as R
 from search.cli import app
-from search.evaluators import AnalyticEvaluator
-from search.launch import CHECKPOINT, launch_commands
-from search.pareto import pareto_mask
-from search.space import SearchSpace
-from search.spec import LATENCY_METRICS, parse_spec
-from search.storage import Store
+from search.outputs import (
+    CHECKPOINT,
+    CONFIG_FIELDS,
+    KINDS,
+    analyze,
+    efficiency_bases,
+    for_store,
+    knee_index,
+    launch_commands,
+    pricing_assumptions,
+    recommendations,
+    rent_vs_own,
+    rows_from,
+    sweep_context,
+)
+from search.store import Store
+from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SearchSpace, pareto_mask, parse_spec
 
 SPEC = {
     "name": "rec",
@@ -69,9 +79,9 @@ def _evaluate(data: dict) -> tuple[dict, list[dict]]:
 @pytest.fixture(scope="module")
 def small():
     record, evaluations = _evaluate(_spec_dict())
-    ctx = R.sweep_context(record)
-    rows = R.rows_from(evaluations)
-    return ctx, rows, R.analyze(ctx, rows)
+    ctx = sweep_context(record)
+    rows = rows_from(evaluations)
+    return ctx, rows, analyze(ctx, rows)
 
 
 def _brute(ctx, rows, scale=None):
@@ -99,13 +109,13 @@ def test_knee_is_the_point_farthest_from_the_extremes_line_in_log_space():
     latency = np.array([1.0, 2.0, 4.0, 8.0])
     cost = np.array([8.0, 2.0, 1.5, 1.0])
     # log2 coordinates normalized: x = [0, 1/3, 2/3, 1], y = [1, 1/3, 0.195, 0]; 1 - x - y largest at index 1
-    assert R.knee_index(latency, cost) == 1
+    assert knee_index(latency, cost) == 1
     # units do not matter: ms instead of s, cents instead of dollars
-    assert R.knee_index(latency * 1000, cost * 100) == 1
+    assert knee_index(latency * 1000, cost * 100) == 1
     # a straight line in log space has no knee: ties go to the cheaper point
-    assert R.knee_index(np.array([1.0, 10.0, 100.0]), np.array([100.0, 10.0, 1.0])) == 2
-    assert R.knee_index(np.array([3.0]), np.array([5.0])) == 0
-    assert R.knee_index(np.array([1.0, 2.0]), np.array([2.0, 1.0])) == 1
+    assert knee_index(np.array([1.0, 10.0, 100.0]), np.array([100.0, 10.0, 1.0])) == 2
+    assert knee_index(np.array([3.0]), np.array([5.0])) == 0
+    assert knee_index(np.array([1.0, 2.0]), np.array([2.0, 1.0])) == 1
 
 
 # ------------------------------------------------------------------------------ rows
@@ -115,9 +125,9 @@ def test_rows_keep_the_configured_batch_limit_and_merge_front_points(small):
     _, rows, _ = small
     r = next(r for r in rows if r["feasible"] and r["max_batch"] == 256)
     assert r["max_batch"] == 256 and r["batch_that_fits"] >= r["batch"]
-    point = {k: v for k, v in rows[0].items() if k in R.CONFIG_FIELDS or k == "id"}
+    point = {k: v for k, v in rows[0].items() if k in CONFIG_FIELDS or k == "id"}
     extra = {**point, "id": 10**9, "objectives": [0.01, 1.0], "metrics": {"tpot_s": 0.01, "max_batch": 7.0}}
-    merged = R.rows_from(None, [extra])
+    merged = rows_from(None, [extra])
     assert (
         merged[0]["feasible"] and merged[0]["batch_that_fits"] == 7.0 and merged[0]["max_batch"] == point["max_batch"]
     )
@@ -140,7 +150,7 @@ def test_recommendations_match_a_brute_force_ranking(small):
     front_ids = {cands[i]["id"] for i in np.flatnonzero(pareto_mask(pts))}
     assert set(a["front_ids"]) == front_ids
     assert recs["knee"]["id"] in front_ids
-    for kind in R.KINDS:
+    for kind in KINDS:
         rec = recs[kind]
         assert rec["tpot_s"] <= 0.05 and rec["ttft_s"] <= 1.0  # the chat SLOs
         assert rec["total_gpus"] == rec["replicas"] * rec["gpus_per_replica"]
@@ -155,7 +165,7 @@ def test_knee_agrees_with_knee_index_on_the_front(small):
     _, rows, a = small
     by_id = {r["id"]: r for r in rows}
     front = [by_id[i] for i in a["front_ids"]]
-    k = R.knee_index(
+    k = knee_index(
         np.array([r["tpot_s"] for r in front]), np.array([r["usd_per_million_output_tokens"] for r in front])
     )
     assert a["recommendations"]["knee"]["id"] == front[k]["id"]
@@ -163,12 +173,12 @@ def test_knee_agrees_with_knee_index_on_the_front(small):
 
 def test_budget_limits_the_fastest_and_binding_budget_is_explained():
     record, evaluations = _evaluate(_spec_dict())
-    rows = R.rows_from(evaluations)
-    free = R.recommendations(R.sweep_context(record), rows)["fastest"]
+    rows = rows_from(evaluations)
+    free = recommendations(sweep_context(record), rows)["fastest"]
     budget = free["usd_per_hour"] / 2
     record2, evaluations2 = _evaluate(_spec_dict(constraints={"max_usd_per_hour": budget}))
-    ctx2 = R.sweep_context(record2)
-    recs = R.recommendations(ctx2, R.rows_from(evaluations2))
+    ctx2 = sweep_context(record2)
+    recs = recommendations(ctx2, rows_from(evaluations2))
     assert recs["fastest"]["usd_per_hour"] <= budget
     assert recs["fastest"]["tpot_s"] >= free["tpot_s"]
     assert any("hourly budget" in c and "binds" in c for c in recs["fastest"]["what_would_change"])
@@ -176,16 +186,16 @@ def test_budget_limits_the_fastest_and_binding_budget_is_explained():
 
 def test_slos_are_met_even_when_the_spec_does_not_constrain_them():
     record, evaluations = _evaluate(_spec_dict(constraints={"slos": False}))
-    ctx = R.sweep_context(record)
-    recs = R.recommendations(ctx, R.rows_from(evaluations))
+    ctx = sweep_context(record)
+    recs = recommendations(ctx, rows_from(evaluations))
     for rec in recs.values():
         assert rec["tpot_s"] <= 0.05 and rec["ttft_s"] <= 1.0
 
 
 def test_no_candidate_gives_none():
     record, evaluations = _evaluate(_spec_dict(accelerators=["L4"], space={"tp": [1], "weights": ["bf16"]}))
-    ctx = R.sweep_context(record)
-    a = R.analyze(ctx, R.rows_from(evaluations))
+    ctx = sweep_context(record)
+    a = analyze(ctx, rows_from(evaluations))
     assert a["recommendations"] == {"cheapest": None, "fastest": None, "knee": None}
     assert a["rent_vs_own"] == []
     assert a["per_accelerator"][0]["best"] is None and a["per_accelerator"][0]["why_none"]
@@ -247,9 +257,9 @@ def _synthetic_rows(costs: dict[str, float]) -> list[dict]:
 
 def test_a_30_percent_price_move_flips_a_close_call():
     record, _ = _evaluate(_spec_dict())
-    ctx = R.sweep_context(record)
+    ctx = sweep_context(record)
     rows = _synthetic_rows({"H100-SXM": 1.0, "A100-SXM-80GB": 1.2, "MI300X": 2.0})
-    a = R.analyze(ctx, rows)
+    a = analyze(ctx, rows)
     assert a["recommendations"]["cheapest"]["accelerator"] == "H100-SXM"
     flips = {(s["accelerator"], s["factor"]): s for s in a["price_sensitivity"]}
     assert flips[("H100-SXM", 1.3)]["cheapest"]["accelerator"] == "A100-SXM-80GB"
@@ -269,7 +279,7 @@ def test_a_30_percent_price_move_flips_a_close_call():
 
 def test_rent_vs_own_uses_catalog_prices_and_tco(small):
     ctx, _, a = small
-    assert [r["kind"] for r in a["rent_vs_own"]] == [k for k in R.KINDS if a["recommendations"][k]]
+    assert [r["kind"] for r in a["rent_vs_own"]] == [k for k in KINDS if a["recommendations"][k]]
     for row in a["rent_vs_own"]:
         gpu = ctx.catalog[row["accelerator"]]
         n = row["total_gpus"]
@@ -285,9 +295,9 @@ def test_rent_vs_own_uses_catalog_prices_and_tco(small):
 
 def test_rent_vs_own_without_purchase_price_says_so():
     record, _ = _evaluate(_spec_dict(accelerators=["MI325X", "H100-SXM"]))
-    ctx = R.sweep_context(record)
+    ctx = sweep_context(record)
     rows = _synthetic_rows({"MI325X": 0.5, "H100-SXM": 1.0})
-    (row, *_) = R.rent_vs_own(ctx, R.recommendations(ctx, rows))
+    (row, *_) = rent_vs_own(ctx, recommendations(ctx, rows))
     assert row["accelerator"] == "MI325X" and row["owned_usd_per_hour"] is None
     assert "no purchase price" in row["note"]
     assert row["cloud_usd_per_hour"] == pytest.approx(2 * ctx.catalog["MI325X"].usd_per_gpu_hour)
@@ -295,8 +305,8 @@ def test_rent_vs_own_without_purchase_price_says_so():
 
 def test_owned_basis_prices_are_converted_back_to_cloud():
     record, evaluations = _evaluate(_spec_dict(accelerators=["H100-SXM"], pricing={"basis": "owned"}))
-    ctx = R.sweep_context(record)
-    a = R.analyze(ctx, R.rows_from(evaluations))
+    ctx = sweep_context(record)
+    a = analyze(ctx, rows_from(evaluations))
     row = a["rent_vs_own"][0]
     rec = a["recommendations"]["cheapest"]
     assert row["owned_usd_per_million_output_tokens"] == pytest.approx(rec["usd_per_million_output_tokens"])
@@ -305,12 +315,12 @@ def test_owned_basis_prices_are_converted_back_to_cloud():
 
 def test_pricing_assumptions_and_efficiency_bases_carry_sources(small):
     ctx, _, _ = small
-    p = R.pricing_assumptions(ctx)
+    p = pricing_assumptions(ctx)
     assert p["basis"] == "cloud"
     assert all(g["cloud_source"] for g in p["gpus"])
     assert {t["term"] for t in p["ownership_terms"]} == {"years", "usd_per_kwh", "pue", "hosting_usd_per_kw_month"}
     assert all(t["source"] and t["date"] for t in p["ownership_terms"])
-    bases = {b["accelerator"]: b for b in R.efficiency_bases(ctx)}
+    bases = {b["accelerator"]: b for b in efficiency_bases(ctx)}
     assert set(bases["A100-SXM-80GB"]["bases"]) == {"bf16"}  # fp8 and int4 compute in bf16 on Ampere
     assert set(bases["H100-SXM"]["bases"]) == {"bf16", "fp8"}
     assert not any(b["calibrated"] for b in bases.values())
@@ -399,9 +409,9 @@ def test_front_json_carries_the_recommendations(tmp_path):
     result = CliRunner().invoke(app, ["front", "cli-rec", "--format", "json", "--storage", url])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    expected = R.for_store(store, "cli-rec")["recommendations"]
-    assert set(out["recommendations"]) == set(R.KINDS)
-    for kind in R.KINDS:
+    expected = for_store(store, "cli-rec")["recommendations"]
+    assert set(out["recommendations"]) == set(KINDS)
+    for kind in KINDS:
         assert out["recommendations"][kind]["id"] == expected[kind]["id"]
         assert out["recommendations"][kind]["launch"]["vllm"]["command"].startswith("vllm serve")
     assert math.isfinite(out["recommendations"]["cheapest"]["usd_per_million_output_tokens"])

@@ -16,11 +16,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from search import recommend as R
 from search.cli import app
-from search.runner import run_sweep, start_sweep
-from search.spec import parse_spec
-from search.storage import Store
+from search.outputs import KINDS, for_store
+from search.store import Store
+from search.sweeps import parse_spec, run_sweep, start_sweep
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -60,7 +59,7 @@ def sweep(local_ray, tmp_path_factory):
     out = root / "report.html"
     result = CliRunner().invoke(app, ["report", name, "-o", str(out), "--storage", url])
     assert result.exit_code == 0, result.output
-    return store, name, out, R.for_store(store, name)
+    return store, name, out, for_store(store, name)
 
 
 @pytest.fixture(scope="session")
@@ -151,7 +150,7 @@ def test_report_renders_offline_in_chromium(sweep, browser, tmp_path):
         for gpu in GPUS:
             assert gpu in names
         assert "Pareto front" in names
-        assert {f"recommended: {k}" for k in R.KINDS} <= set(names)
+        assert {f"recommended: {k}" for k in KINDS} <= set(names)
         assert page.locator("#pareto-chart g.trace.scatter").count() == len(names)
         assert page.locator("#pareto-chart g.trace.scatter path.point").count() > 20
         legend = page.locator("#pareto-chart .legendtext").all_text_contents()
@@ -170,7 +169,7 @@ def test_report_renders_offline_in_chromium(sweep, browser, tmp_path):
         hover = page.locator("#pareto-chart .hoverlayer .hovertext").first.text_content()
         assert cheapest["accelerator"] in hover and "TPOT" in hover
         # a roofline per recommended GPU drew too
-        gpus = {analysis["recommendations"][k]["accelerator"] for k in R.KINDS}
+        gpus = {analysis["recommendations"][k]["accelerator"] for k in KINDS}
         roofs = page.locator("div.js-plotly-plot[id^='roofline-']")
         assert roofs.count() == len(gpus)
         for i in range(roofs.count()):
@@ -178,7 +177,7 @@ def test_report_renders_offline_in_chromium(sweep, browser, tmp_path):
         # the recommendation table holds the three expected rows
         rows = page.locator("#recommendations tbody tr")
         assert rows.count() == 3
-        for i, kind in enumerate(R.KINDS):
+        for i, kind in enumerate(KINDS):
             row = rows.nth(i)
             rec = analysis["recommendations"][kind]
             assert row.get_attribute("data-kind") == kind

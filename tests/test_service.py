@@ -21,9 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from search.service import ServiceSettings, create_app
-from search.service_auth import TokenChecker, TokenConfigError, load_tokens, parse_tokens
-from search.storage import Store
+from search.service import ServiceSettings, TokenChecker, TokenConfigError, create_app, load_tokens, parse_tokens
+from search.store import Store
 
 SERVESWEEP = str(Path(sys.executable).with_name("servesweep"))
 TOKENS = {"alice": "alice-secret-token-0123456789", "bob": "bob-secret-token-9876543210"}
@@ -230,8 +229,7 @@ def test_submit_json_and_yaml_run_to_a_front_and_a_report(service) -> None:
     front = client.get("/sweeps/tiny-json/front", headers=ALICE)
     assert front.status_code == 200
     body = front.json()
-    from search.recommend import for_store
-    from search.sweep_commands import front_rows
+    from search.outputs import for_store, front_rows
 
     _, rows = front_rows(store, "tiny-json")
     assert body["sweep"] == "tiny-json" and body["front"] == json.loads(json.dumps(rows))
@@ -393,7 +391,7 @@ def test_a_restarted_service_resumes_its_sweeps(pg_url: str, tmp_path: Path) -> 
     database: it finishes the sweep, and nothing is evaluated twice."""
     import optuna
 
-    from search.optuna_storage import make_optuna_storage
+    from search.store import make_optuna_storage
 
     env = dict(os.environ, RAY_AUTH_MODE="disabled", SERVESWEEP_API_TOKENS=f"alice:{TOKENS['alice']}")
     env.pop("RAY_ADDRESS", None)
@@ -471,9 +469,7 @@ def test_a_restarted_service_resumes_its_sweeps(pg_url: str, tmp_path: Path) -> 
 def test_a_stopped_exhaustive_sweep_keeps_its_shards_and_resumes(tmp_path: Path, local_ray) -> None:
     """run_sweep's cooperative stop on the exhaustive tier: finished shards are checkpointed,
     the status is the one asked for, and a later run_sweep completes the exact space."""
-    from search.runner import run_sweep, start_sweep
-    from search.space import SearchSpace
-    from search.spec import parse_spec
+    from search.sweeps import SearchSpace, parse_spec, run_sweep, start_sweep
 
     data = {
         **TINY,

@@ -25,7 +25,7 @@ from objectives.simulator import (
     simulate_config,
 )
 from objectives.timing import decode_step_time_s, forward_time_s, prefill_time_s
-from search.spec import SpecError, parse_spec
+from search.sweeps import SpecError, parse_spec
 from workloads import get_preset
 from workloads.arrivals import interarrival_times, read_trace, sample_requests, trace_requests
 from workloads.workload import SLO, LengthDistribution, Workload
@@ -340,7 +340,7 @@ def test_spec_takes_the_simulator_and_its_settings(tmp_path):
 
 
 def test_simulator_evaluator_gives_the_asked_percentiles():
-    from search.evaluators import AnalyticEvaluator, make_evaluator
+    from search.sweeps import AnalyticEvaluator, make_evaluator
 
     spec = parse_spec(SIM_SPEC)
     ev = make_evaluator(spec)
@@ -365,9 +365,9 @@ def test_simulator_evaluator_gives_the_asked_percentiles():
 
 
 def test_guided_sweep_with_the_simulator_is_seeded_from_the_analytic_front(tmp_path):
-    from search.runner import _analytic_seeds, exact_front, run_sweep, start_sweep
-    from search.space import SearchSpace
-    from search.storage import Store
+    from search.store import Store
+    from search.sweeps import SearchSpace, exact_front, run_sweep, start_sweep
+    from search.sweeps.guided import _analytic_seeds
 
     spec = parse_spec(SIM_SPEC)
     space = SearchSpace(spec)
@@ -389,7 +389,7 @@ def test_guided_sweep_with_the_simulator_is_seeded_from_the_analytic_front(tmp_p
 
 
 def test_cli_simulate_json():
-    from search.simulate_cli import register
+    from search.cli.simulate import register
 
     app = typer.Typer()
     register(app)

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from search.storage import (
+from search.store import (
     VERSION_TABLE,
     Base,
     Store,

@@ -15,12 +15,18 @@ import optuna
 import pytest
 import yaml
 
-from search.optuna_storage import make_optuna_storage
-from search.pareto import hypervolume, pareto_mask
-from search.runner import exact_front, run_sweep, start_sweep
-from search.space import SearchSpace
-from search.spec import SpecError, load_spec, parse_spec
-from search.storage import Store
+from search.store import Store, make_optuna_storage
+from search.sweeps import (
+    SearchSpace,
+    SpecError,
+    exact_front,
+    hypervolume,
+    load_spec,
+    pareto_mask,
+    parse_spec,
+    run_sweep,
+    start_sweep,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVESWEEP = str(Path(sys.executable).with_name("servesweep"))
@@ -412,7 +418,7 @@ def test_a_running_sweep_has_one_driver(tmp_path, backend, request, local_ray):
     from typer.testing import CliRunner
 
     from search.cli import app
-    from search.storage import SweepBusyError
+    from search.store import SweepBusyError
 
     url = f"sqlite:///{tmp_path}/lease.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
     store = Store(url)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.validation import load_measurements, predict, summarize
+from search.calibration import load_measurements, predict, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = ROOT / "tests" / "data" / "measurements.public.jsonl"

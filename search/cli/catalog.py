@@ -1,0 +1,209 @@
+"""`servesweep catalog | estimate`: the shipped catalogs, and one deployment's estimate."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from search.calibration import resolve_calibration
+from search.cli.console import console, fail
+from search.outputs import EstimateError, gpu_catalog, model_catalog
+from search.outputs import estimate as estimate_deployment
+
+GB = 1e9
+
+
+class CatalogKind(StrEnum):
+    gpus = "gpus"
+    models = "models"
+
+
+class Pricing(StrEnum):
+    cloud = "cloud"
+    owned = "owned"
+
+
+def catalog(
+    kind: Annotated[CatalogKind, typer.Argument(help="gpus or models")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+) -> None:
+    """List the accelerators or models servesweep knows."""
+    if kind is CatalogKind.gpus:
+        rows = gpu_catalog(gpu_file)
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table(title="accelerators")
+        for col in ("id", "bf16 TF", "fp8 TF", "fp4 TF", "HBM GB", "TB/s", "link GB/s", "domain", "TDP W", "$/h"):
+            table.add_column(col, justify="right" if col != "id" else "left")
+        for r in rows:
+            tf = r["peak_tflops"]
+            table.add_row(
+                r["id"],
+                f"{tf.get('bf16', 0):.0f}",
+                f"{tf['fp8']:.0f}" if "fp8" in tf else "-",
+                f"{tf['fp4']:.0f}" if "fp4" in tf else "-",
+                f"{r['hbm_gb']:.0f}",
+                f"{r['hbm_tb_per_s']:.2f}",
+                f"{r['scaleup_gb_per_s_per_direction']:.0f}",
+                str(r["scaleup_domain"]),
+                f"{r['tdp_w']:.0f}",
+                f"{r['usd_per_gpu_hour']:.2f}",
+            )
+        console.print(table)
+        return
+    models = model_catalog()
+    if as_json:
+        print(json.dumps(models, indent=2))
+        return
+    table = Table(title="models")
+    for col in ("id", "arch", "total B", "active B", "layers", "heads/kv", "experts"):
+        table.add_column(col, justify="left" if col in ("id", "arch") else "right")
+    for m in models:
+        experts = f"{m['experts_per_token']}/{m['experts']}" if m["experts"] else "-"
+        table.add_row(
+            m["id"],
+            m["architecture"],
+            f"{m['total_params_b']:.1f}",
+            f"{m['active_params_b']:.1f}",
+            str(m["layers"]),
+            f"{m['heads']}/{m['kv_heads']}",
+            experts,
+        )
+    console.print(table)
+
+
+def estimate(
+    model: Annotated[str, typer.Option(help="catalog id or alias, or a config.json / model directory")],
+    gpu: Annotated[str, typer.Option(help="accelerator id or alias")],
+    tp: Annotated[int, typer.Option(min=1, help="tensor parallel size")] = 1,
+    pp: Annotated[int, typer.Option(min=1, help="pipeline parallel size")] = 1,
+    ep: Annotated[int, typer.Option(min=1, help="expert parallel size (divides TP)")] = 1,
+    weights: Annotated[str, typer.Option(help="bf16, fp8, int8, int8-wo, int4, fp4, mxfp4")] = "bf16",
+    kv_cache: Annotated[
+        str | None, typer.Option(help="KV-cache dtype bf16 or fp8 (default: fp8 with fp8/fp4 weights)")
+    ] = None,
+    isl: Annotated[int, typer.Option(min=1, help="input tokens per request")] = 1024,
+    osl: Annotated[int, typer.Option(min=1, help="output tokens per request")] = 256,
+    batch: Annotated[int | None, typer.Option(min=1, help="concurrent sequences per replica")] = None,
+    max_throughput: Annotated[
+        bool, typer.Option("--max-throughput", help="pick the batch giving the most tokens/s per GPU")
+    ] = False,
+    rate: Annotated[float | None, typer.Option(min=0.0, help="arrival rate, requests/s (sets replicas)")] = None,
+    pricing: Annotated[Pricing, typer.Option(help="cloud on-demand or owned TCO")] = Pricing.cloud,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+    calibration: Annotated[
+        str, typer.Option(help="efficiencies: none (shipped defaults), latest (newest stored) or a record FILE")
+    ] = "none",
+    storage: Annotated[
+        str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database for --calibration latest")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Estimate memory, latency, throughput and cost of one deployment."""
+    if batch is not None and max_throughput:
+        fail("give either --batch or --max-throughput, not both")
+    try:
+        result = estimate_deployment(
+            model=model,
+            gpu=gpu,
+            calibration=lambda gpu_id: resolve_calibration(calibration, storage, gpus=[gpu_id]),
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            weights=weights,
+            kv_cache=kv_cache,
+            isl=isl,
+            osl=osl,
+            batch=batch,
+            rate=rate,
+            pricing=pricing.value,
+            gpu_file=gpu_file,
+        )
+    except EstimateError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_estimate(result)
+    if not result["feasible"]:
+        raise typer.Exit(code=1)
+
+
+def _fmt_s(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _print_estimate(r: dict) -> None:
+    title = (
+        f"{r['model']} on {r['gpus']}x {r['gpu']} (TP{r['tp']} PP{r['pp']} EP{r['ep']}), "
+        f"{r['weights']} weights ({r['compute_dtype']} compute), {r['kv_cache']} KV, isl {r['isl']} osl {r['osl']}"
+    )
+    console.print(f"[bold]{title}[/]")
+    if not r["feasible"]:
+        console.print(f"[bold red]infeasible:[/] {r['reason']}")
+    mem = Table(title="memory per GPU", show_header=False)
+    mem.add_row("weights", f"{r['weights_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.1f} GB")
+    if r["kv_budget_per_gpu_gb"] > 0:
+        mem.add_row("KV-cache budget", f"{r['kv_budget_per_gpu_gb']:.1f} GB")
+        mem.add_row("in use at batch", f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.1f} GB")
+        mem.add_row("batch / largest that fits", f"{r['batch']} / {r['max_batch']}")
+    else:
+        mem.add_row("short by", f"{-r['kv_budget_per_gpu_gb']:.1f} GB (weights + workspace + reserve)")
+    console.print(mem)
+    if r["feasible"]:
+        t = Table(title="decode step (per token round)", show_header=True)
+        for col in ("component", "time"):
+            t.add_column(col)
+        d = r["decode_step_s"]
+        for key in (
+            "weights_memory_s",
+            "gemm_compute_s",
+            "gemm_s",
+            "kv_memory_s",
+            "attention_compute_s",
+            "attention_s",
+            "communication_s",
+            "overhead_s",
+            "total_s",
+        ):
+            t.add_row(key.removesuffix("_s").replace("_", " "), _fmt_s(d[key]))
+        console.print(t)
+        s = Table(title="serving", show_header=False)
+        s.add_row("TTFT", _fmt_s(r["ttft_s"]))
+        s.add_row("TPOT", _fmt_s(r["tpot_s"]))
+        s.add_row("end-to-end", _fmt_s(r["e2e_s"]))
+        s.add_row("output tokens/s per GPU", f"{r['output_tokens_per_s_per_gpu']:.1f}")
+        s.add_row("output tokens/s per user", f"{r['output_tokens_per_s_per_user']:.1f}")
+        s.add_row("bound", r["bound"])
+        s.add_row("energy per output token", f"{r['energy_j_per_output_token']:.2f} J (at TDP)")
+        s.add_row(
+            f"cost ({r['pricing']})",
+            f"${r['usd_per_hour']:.2f}/h for {r['replicas']} replica(s), "
+            f"${r['usd_per_million_output_tokens']:.3f} per million output tokens",
+        )
+        console.print(s)
+    e = r["efficiency"]
+    console.print(
+        f"efficiency: bandwidth {e['bw']:.2f}, GEMM {e['gemm']:.2f}, attention {e['attention']:.2f}, "
+        f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']}); calibration: {r['calibration']}"
+    )
+    for note in r["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (
+        catalog,
+        estimate,
+    ):
+        app.command()(fn)

@@ -1,0 +1,315 @@
+"""`servesweep run | ls | show | front | export | dashboard`: sweeps from the command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from search.cli.console import console, fail
+from search.outputs import FrontError, front_rows
+from search.sweeps import SpecError, load_spec
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        envvar="SERVESWEEP_STORAGE",
+        help="database URL (default: sqlite:///servesweep.db in the working directory)",
+    ),
+]
+
+
+def _store(url: str | None) -> Any:
+    from search.store import Store, default_storage_url
+
+    try:
+        return Store(url or default_storage_url())
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def run(
+    spec_path: Annotated[Path | None, typer.Argument(help="sweep spec YAML", show_default=False)] = None,
+    storage: StorageOpt = None,
+    ray_address: Annotated[str | None, typer.Option(envvar="RAY_ADDRESS", help="join this Ray cluster")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray tasks in flight (default: CPUs)")] = None,
+    name: Annotated[str | None, typer.Option(help="name of the sweep (default: from the spec)")] = None,
+    resume: Annotated[str | None, typer.Option(help="finish the stored sweep of this name")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Run a sweep (or --resume one) and store every evaluation."""
+    from search.sweeps import Progress as RunProgress
+    from search.sweeps import run_sweep, start_sweep
+
+    if (spec_path is None) == (resume is None):
+        fail("give a spec file to start a sweep, or --resume NAME to finish one (not both)")
+    store = _store(storage)
+    if resume is None:
+        try:
+            spec, text = load_spec(spec_path)  # type: ignore[arg-type]
+        except SpecError as exc:
+            fail(str(exc))
+            return
+        existing = store.get_sweep(name or spec.name) if (name or spec.name) else None
+        if existing is not None:
+            skip = ("_workers", "_service", "calibration_record")  # filled in when the sweep started
+            same = {k: v for k, v in existing["spec"].items() if k not in skip} == {
+                k: v for k, v in spec.model_dump(mode="json").items() if k not in skip
+            }
+            if same and existing["status"] == "finished":
+                console.print(f"sweep [bold]{existing['name']}[/] already finished in {store.url}")
+                console.print(_summary_line(existing.get("summary") or {}))
+                return
+            hint = f"resume it with --resume {existing['name']}" if same else "its spec differs; choose another --name"
+            fail(f"a sweep named {existing['name']!r} exists in {store.url} (status {existing['status']}); {hint}")
+        try:
+            sweep_name = start_sweep(store, spec, text, name, workers or _cpus())
+        except ValueError as exc:
+            fail(str(exc))
+            return
+    else:
+        sweep_name = resume
+        record = store.get_sweep(resume)
+        if record is None:
+            fail(f"no sweep named {resume!r} in {store.url}")
+    console.print(f"sweep [bold]{sweep_name}[/] -> {store.url}")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("evaluating", total=None, info="")
+
+        def on_progress(p: RunProgress) -> None:
+            eta = p.eta_s
+            hv = "-" if p.hypervolume is None else f"{p.hypervolume:.4f}"
+            info = (
+                f"evaluated {p.evaluated:,}  feasible {p.feasible:,}  front {p.front_size}  "
+                f"HV {hv}  left {'-' if eta is None else f'{eta:,.0f} s'}"
+            )
+            bar.update(task, total=p.total, completed=min(p.evaluated, p.total), info=info)
+
+        try:
+            summary = run_sweep(store, sweep_name, ray_address=ray_address, workers=workers, progress=on_progress)
+        except ValueError as exc:
+            fail(str(exc))
+            return
+    console.print(_summary_line(summary))
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _summary_line(s: dict) -> str:
+    parts = [
+        f"{k}={_fmt(s.get(k))}"
+        for k in ("kind", "space_size", "evaluated", "feasible", "front_size", "hypervolume", "hypervolume_ratio")
+        if k in s
+    ]
+    if "measured" in s:
+        parts.append(f"measured={s['measured']}")
+    for status, n in (s.get("probe_candidates") or {}).items():
+        if status != "measured":
+            parts.append(f"\n  {n} probe candidate(s) stayed analytic: {status}")
+    for gpu, why in (s.get("probe_analytic") or {}).items():
+        parts.append(f"\n  {gpu} candidates stayed analytic: {why}")
+    return "done: " + "  ".join(parts)
+
+
+def ls(storage: StorageOpt = None) -> None:
+    """List the sweeps in the database."""
+    store = _store(storage)
+    table = Table(title=f"sweeps in {store.url}")
+    for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter"):
+        table.add_column(col)
+    for s in store.list_sweeps():
+        summary = s.get("summary") or {}
+        table.add_row(
+            s["name"],
+            s["status"],
+            s["spec"].get("model", ""),
+            s["spec"].get("sampler", ""),
+            _fmt(summary.get("evaluated")),
+            _fmt(summary.get("front_size")),
+            _fmt(s.get("created_at")),
+            _fmt(s.get("submitter")),
+        )
+    console.print(table)
+
+
+def show(name: str, storage: StorageOpt = None) -> None:
+    """Show one sweep: its spec, status, times and summary."""
+    store = _store(storage)
+    s = store.get_sweep(name)
+    if s is None:
+        fail(f"no sweep named {name!r} in {store.url}")
+        return
+    counts = store.count_evaluations(name)
+    console.print(
+        f"[bold]{s['name']}[/]  status {s['status']}  submitter {s.get('submitter')}  code {s.get('code_version')}"
+    )
+    console.print(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
+    console.print(f"stored evaluations: {counts}")
+    console.print_json(json.dumps({"summary": _short(s.get("summary") or {}), "price_table": s.get("price_table")}))
+    console.print(s.get("spec_yaml") or "")
+
+
+def _short(summary: dict) -> dict:
+    out = dict(summary)
+    if "done_shards" in out:
+        out["done_shards"] = len(out["done_shards"])
+    return out
+
+
+def front(
+    name: str,
+    storage: StorageOpt = None,
+    format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """Print the Pareto front of a sweep."""
+    if format not in ("table", "csv", "json"):
+        fail(f"unknown format {format!r}; use table, csv or json")
+    store = _store(storage)
+    try:
+        columns, rows = front_rows(store, name)
+    except FrontError as exc:
+        fail(str(exc))
+    if format == "json":
+        from search.outputs import for_store
+
+        try:
+            recommendations = for_store(store, name)["recommendations"]
+        except ValueError as exc:
+            fail(str(exc))
+            return
+        print(json.dumps({"sweep": name, "front": rows, "recommendations": recommendations}, indent=2))
+    elif format == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+        print(buf.getvalue(), end="")
+    else:
+        config = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill")
+        shown = [c for c in columns if c in config or c.startswith("objective_")]
+        shown += [c for c in ("replicas", "total_gpus", "usd_per_hour") if c in columns]
+        table = Table(title=f"Pareto front of {name} ({len(rows)} points)")
+        for c in shown:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*[_fmt(r.get(c)) for c in shown])
+        console.print(table)
+
+
+def export(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="file: .csv, .json or .parquet")],
+    storage: StorageOpt = None,
+    what: Annotated[str, typer.Option(help="front or evaluations")] = "front",
+) -> None:
+    """Write a sweep's front (or every stored evaluation) to a file."""
+    store = _store(storage)
+    if what == "front":
+        try:
+            columns, rows = front_rows(store, name)
+        except FrontError as exc:
+            fail(str(exc))
+    elif what == "evaluations":
+        if store.get_sweep(name) is None:
+            fail(f"no sweep named {name!r} in {store.url}")
+        rows = []
+        for e in store.get_evaluations(name):
+            row = {
+                **{k: v for k, v in e["config"].items() if k != "id"},
+                "feasible": e["feasible"],
+                "reason": e.get("reason"),
+            }
+            row.update({k: v for k, v in (e.get("metrics") or {}).items() if k != "constraints"})
+            rows.append(row)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    else:
+        fail(f"--what must be front or evaluations, not {what!r}")
+        return
+    suffix = output.suffix.lower()
+    if suffix == ".json":
+        output.write_text(json.dumps(rows, indent=2) + "\n")
+    elif suffix == ".csv":
+        with output.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+    elif suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            fail("writing .parquet needs pyarrow: pip install 'servesweep[parquet]'")
+            return
+        pq.write_table(pa.Table.from_pylist(rows), output)
+    else:
+        fail(f"unknown export format {suffix or output.name!r}; use .csv, .json or .parquet")
+    console.print(f"wrote {len(rows)} rows to {output}")
+
+
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the sweep database (guided sweeps are Optuna studies)."""
+    from search.store import default_storage_url, make_optuna_storage
+
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        fail("optuna-dashboard is not installed: pip install 'servesweep[dashboard]'")
+        return
+    url = storage or default_storage_url()
+    console.print(f"optuna-dashboard on {url} at http://{host}:{port}")
+    run_server(make_optuna_storage(url), host=host, port=port)
+
+
+def report(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] = Path("report.html"),
+    storage: StorageOpt = None,
+) -> None:
+    """Write the procurement report of a sweep: one self-contained HTML page (opens offline)."""
+    from search.outputs import write_report
+
+    store = _store(storage)
+    s = store.get_sweep(name)
+    if s is None:
+        fail(f"no sweep named {name!r} in {store.url}")
+        return
+    try:
+        path = write_report(store, name, output)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    console.print(f"wrote the report of sweep [bold]{name}[/] to {path}")
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (run, ls, show, front, export, report, dashboard):
+        app.command()(fn)

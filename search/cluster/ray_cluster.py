@@ -1,0 +1,106 @@
+"""Ray: joining a cluster or starting the embedded local one, and what GPUs it has.
+
+`ray.init(address="local")` starts a private local Ray (plain `ray.init()` could attach to a
+stranger's cluster); `--ray-address` / `RAY_ADDRESS` join an existing one. `check_gpu_resource`
+fails at once, naming what the cluster has, instead of leaving a task waiting forever for a GPU
+type that is not there; Ray's accelerator-type names differ from the catalog's in a few places
+(`ray_accelerator_type`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+
+class ProbeUnavailableError(RuntimeError):
+    """PyTorch or the requested device / cluster resource is missing; the message says which."""
+
+
+KILL_ONCE_ENV = "SERVESWEEP_TEST_KILL_WORKER_ONCE"
+
+
+# Catalog ids whose Ray accelerator_type is not simply the first token of the id.
+RAY_ACCELERATOR_TYPES = {"A100-SXM-80GB": "A100-80G", "A100-PCIe-80GB": "A100-80G", "GH200-96GB": "GH200"}
+
+
+def ray_accelerator_type(gpu_id: str) -> str:
+    """Ray's accelerator_type label for a catalog id (H100-SXM -> H100)."""
+    return RAY_ACCELERATOR_TYPES.get(gpu_id, gpu_id.split("-")[0])
+
+
+# ------------------------------------------------------------------ Ray
+
+
+def cluster_gpu_types() -> dict[str, float]:
+    """{"GPU": count, "accelerator_type:X": count, ...} of the connected Ray cluster."""
+    import ray
+
+    res = ray.cluster_resources()
+    return {k: float(v) for k, v in res.items() if k == "GPU" or k.startswith("accelerator_type:")}
+
+
+def check_gpu_resource(accelerator_type: str | None = None, gpus: int = 1) -> None:
+    """Raise ProbeUnavailableError (at once, naming what the cluster has) unless the connected
+    Ray cluster has a GPU, one of `accelerator_type` when given, and `gpus` of them on one node:
+    Ray would wait forever."""
+    have = cluster_gpu_types()
+    if have.get("GPU", 0.0) < 1.0:
+        raise ProbeUnavailableError(
+            f"the Ray cluster has no GPU resource (num_gpus={gpus} would wait forever); "
+            "join a cluster with GPUs (--ray-address) or use --device cpu"
+        )
+    if accelerator_type and f"accelerator_type:{accelerator_type}" not in have:
+        types = sorted(k.split(":", 1)[1] for k in have if k.startswith("accelerator_type:")) or ["none labelled"]
+        raise ProbeUnavailableError(
+            f"the Ray cluster has no GPU of accelerator_type {accelerator_type!r} (it has: {', '.join(types)})"
+        )
+    if gpus > 1:
+        per_node = _gpus_per_node(accelerator_type)
+        if max(per_node, default=0.0) < gpus:
+            raise ProbeUnavailableError(
+                f"the all-reduce probe needs {gpus} GPUs{' of ' + accelerator_type if accelerator_type else ''} on one "
+                f"node; the cluster's nodes have {sorted(per_node, reverse=True) or [0]} (num_gpus={gpus} would wait "
+                "forever)"
+            )
+
+
+def _gpus_per_node(accelerator_type: str | None) -> list[float]:
+    """GPUs of each alive node of the connected cluster (of `accelerator_type` when given)."""
+    import ray
+
+    out = []
+    for node in ray.nodes():
+        res = node.get("Resources", {})
+        if node.get("Alive") and (not accelerator_type or f"accelerator_type:{accelerator_type}" in res):
+            out.append(float(res.get("GPU", 0.0)))
+    return out
+
+
+def has_gpu_type(accelerator_type: str) -> bool:
+    """True when the connected Ray cluster has a GPU labelled `accelerator_type`."""
+    try:
+        check_gpu_resource(accelerator_type)
+    except ProbeUnavailableError:
+        return False
+    return True
+
+
+def ensure_ray(address: str | None = None, workers: int | None = None) -> None:
+    """Connect to Ray once per process: `address` (or $RAY_ADDRESS), else a local instance."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env = {k: v for k, v in os.environ.items() if k == KILL_ONCE_ENV}
+    runtime_env = {"env_vars": env} if env else None
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=workers or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=runtime_env,
+        )

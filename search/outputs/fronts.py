@@ -1,0 +1,32 @@
+"""A stored sweep's final front as flat rows: what `front`, `export` and `GET /sweeps/NAME/front` show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FrontError(LookupError):
+    """The sweep does not exist or has no final front yet; the message says which."""
+
+
+def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
+    """(column names, flat rows) of a sweep's final front, sorted by the first objective."""
+    s = store.get_sweep(name)
+    if s is None:
+        raise FrontError(f"no sweep named {name!r} in {store.url}")
+    f = store.latest_front(name, kind="final")
+    if f is None:
+        raise FrontError(f"sweep {name!r} has no final front yet (status {s['status']}); run or resume it first")
+    objectives = [o["metric"] for o in s["spec"]["objectives"]]
+    rows = []
+    for p in f["points"]:
+        row = {k: v for k, v in p.items() if k not in ("objectives", "metrics", "id")}
+        row.update({f"objective_{m}": v for m, v in zip(objectives, p["objectives"], strict=True)})
+        # the metric `max_batch` (largest batch that fits) must not hide the configured limit
+        row.update(
+            {("batch_that_fits" if k == "max_batch" else k): v for k, v in p["metrics"].items() if k != "constraints"}
+        )
+        rows.append(row)
+    rows.sort(key=lambda r: (r[f"objective_{objectives[0]}"] is None, r[f"objective_{objectives[0]}"]))
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return columns, rows

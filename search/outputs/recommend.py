@@ -1,0 +1,306 @@
+"""The three recommendations of a sweep (cheapest, fastest, knee), each with its reasons: what
+bounds it, which constraint binds, the runner-up on another GPU, its front neighbours, and where
+its latencies come from (measured, simulated or modelled). Results are plain JSON-able dicts,
+shared by `servesweep front --format json`, the API and the HTML report. The picks themselves
+are made in `search.outputs.candidates`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from objectives.quantization import get_scheme
+from objectives.serving import BOUNDS
+from search.outputs.candidates import (
+    BUDGET_CONSTRAINT,
+    CONFIG_FIELDS,
+    COST,
+    GB,
+    KINDS,
+    SENSITIVITY_FACTORS,
+    TITLES,
+    SweepContext,
+    _budget_ok,
+    _candidates,
+    _front,
+    _gb,
+    _num,
+    _pick_cheapest,
+    _pick_fastest,
+    _picks,
+    _Table,
+    _table,
+    compute_dtype,
+    label,
+)
+from search.outputs.launch import launch_commands
+from search.sweeps import LATENCY_METRICS, PROBE_MEASURED
+
+BOUND_HINTS = {
+    "bandwidth": "HBM bandwidth sets its speed: faster HBM, fewer bytes per token (lower-precision "
+    "weights or KV cache) or more GPUs per replica (TP) would make it faster",
+    "compute": "tensor-core throughput sets its speed: a GPU with more FLOP/s in its compute dtype, "
+    "or lower-precision math, would make it faster",
+    "interconnect": "GPU-to-GPU communication (TP all-reduce / PP hand-off) sets its speed: a faster "
+    "scale-up fabric or less parallelism would help",
+    "overhead": "per-step runtime overheads (kernel launches, scheduling, sampling) set its speed: "
+    "a leaner runtime or larger steps would help",
+    "capacity": "HBM capacity caps its batch below the configured limit: more memory per replica "
+    "(more GPUs, a larger-HBM GPU, fp8 KV cache) would raise throughput",
+}
+
+
+def _summary(ctx: SweepContext, t: _Table, i: int, scale: np.ndarray | None = None) -> dict[str, Any]:
+    r = t.rows[i]
+    s = 1.0 if scale is None else float(scale[i])
+    return {
+        "id": int(r["id"]),
+        "label": label(r),
+        "accelerator": r["accelerator"],
+        "total_gpus": _num(r.get("total_gpus")),
+        ctx.latency_column: _num(r.get(ctx.latency_column)),
+        COST: _num(t.cost[i] * s),
+        "usd_per_hour": _num(t.usd_h[i] * s),
+    }
+
+
+def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
+    """Everything the report shows about one recommended configuration."""
+    r = t.rows[i]
+    gpu = ctx.catalog.get(r["accelerator"])
+    bound_code = r.get("bound_code")
+    bound = BOUNDS[int(bound_code)] if bound_code is not None else None
+    cdtype = compute_dtype(ctx, r["accelerator"], r["weights"]) if gpu else None
+    scheme = get_scheme(r["weights"])
+    quant = scheme.description
+    if cdtype and not scheme.weight_only and cdtype != scheme.compute_dtype:
+        quant += f"; no {scheme.compute_dtype} tensor cores on {r['accelerator']}: weight-only, {cdtype} compute"
+    return {
+        "id": int(r["id"]),
+        "label": label(r),
+        "config": {k: r[k] for k in CONFIG_FIELDS if k in r and k != "replicas"},
+        "accelerator": r["accelerator"],
+        "vendor": gpu.vendor if gpu else None,
+        "gpus_per_replica": _num(r.get("gpus")),
+        "replicas": _num(r.get("replicas")),
+        "total_gpus": _num(r.get("total_gpus")),
+        "parallelism": {"tp": r["tp"], "pp": r["pp"], "ep": r["ep"]},
+        "weights": r["weights"],
+        "kv_cache": r["kv_cache"],
+        "compute_dtype": cdtype,
+        "quantization": quant,
+        "max_batch": r["max_batch"],
+        "batch": _num(r.get("batch")),
+        "batch_that_fits": _num(r.get("batch_that_fits")),
+        "chunked_prefill": r.get("chunked_prefill"),
+        "usd_per_hour": _num(r.get("usd_per_hour")),
+        COST: _num(r.get(COST)),
+        "ttft_s": _num(r.get("ttft_s")),
+        "tpot_s": _num(r.get("tpot_s")),
+        "e2e_s": _num(r.get("e2e_s")),
+        "latency_metric": ctx.latency_metric,
+        "output_tokens_per_s_per_gpu": _num(r.get("output_tokens_per_s_per_gpu")),
+        "output_tokens_per_s_per_user": _num(r.get("output_tokens_per_s_per_user")),
+        "output_tokens_per_s_per_replica": _num(r.get("output_tokens_per_s")),
+        "energy_j_per_output_token": _num(r.get("energy_j_per_output_token")),
+        "memory_per_gpu_gb": _gb(r.get("memory_per_gpu_bytes")),
+        "weights_per_gpu_gb": _gb(r.get("weight_bytes_per_gpu")),
+        "hbm_per_gpu_gb": gpu.hbm_bytes / GB if gpu else None,
+        "bound": bound,
+        "bound_hint": BOUND_HINTS.get(bound or "", ""),
+        "basis": _basis(ctx, r),
+    }
+
+
+def _basis(ctx: SweepContext, r: dict[str, Any]) -> str:
+    """Where a configuration's latencies come from: the cost model, the serving simulator, or
+    a probe of its decoder layer on a GPU of its type (probe sweeps)."""
+    if r.get("probe_status") == PROBE_MEASURED:
+        return "measured: one decoder layer timed on the GPU, the rest of the model around it"
+    if ctx.spec.evaluator == "simulator":
+        return "simulated: continuous batching replayed under the workload's arrivals"
+    return "modelled: the analytic cost model"
+
+
+def _pct(a: float, b: float) -> str:
+    """a relative to b as a signed percentage."""
+    return f"{(a / b - 1.0) * 100:+.0f}%"
+
+
+def _fmt_latency(ctx: SweepContext, v: float) -> str:
+    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def _constraint_words(ctx: SweepContext, name: str, row: dict[str, Any]) -> str:
+    if name.startswith("slo_"):
+        metric = name.split("_")[1]
+        slo = ctx.workload.slo(metric)  # type: ignore[arg-type]
+        value = row.get(LATENCY_METRICS[metric])
+        have = "-" if value is None else _fmt_latency(ctx, float(value))
+        limit = "-" if slo is None else _fmt_latency(ctx, slo.max_s)
+        return f"the {metric.upper()} SLO ({have} against ≤ {limit})"
+    if name == "max_gpus":
+        return f"the GPU limit ({int(row.get('total_gpus') or 0)} GPUs against ≤ {ctx.spec.constraints.max_gpus})"
+    if name == BUDGET_CONSTRAINT:
+        return f"the hourly budget (${row.get('usd_per_hour') or 0:,.0f}/h against ≤ ${ctx.budget_usd_per_hour:,.0f}/h)"
+    if name == "serves_rate":
+        return "the arrival rate it must serve"
+    return name
+
+
+def _binding(ctx: SweepContext, t: _Table, best: int, objective: np.ndarray, what: str) -> list[str]:
+    """Constraints that, relaxed alone, would admit a row better in `objective` than `best`."""
+    out = []
+    finite = np.isfinite(t.latency) & np.isfinite(t.cost)
+    budget_ok = _budget_ok(ctx, t.usd_h)
+    names: list[str] = sorted({n for v in t.violations for n in v} - {"fits"})
+    if ctx.budget_usd_per_hour is not None:
+        names.append(BUDGET_CONSTRAINT)
+    for name in names:
+        if name == BUDGET_CONSTRAINT:
+            only = t.other_ok & t.slo_ok & ~budget_ok
+        else:
+            only = np.array([v == {name} for v in t.violations]) & budget_ok
+        better = np.flatnonzero(only & finite & (objective < objective[best]))
+        if better.size == 0:
+            continue
+        j = int(better[np.argmin(objective[better])])
+        r = t.rows[j]
+        gain = _pct(objective[j], objective[best])
+        value = (
+            f"${t.cost[j]:.3g}/Mtok"
+            if what == "cost"
+            else _fmt_latency(ctx, float(t.latency[j])) + " " + ctx.latency_metric.upper()
+        )
+        words = _constraint_words(ctx, name, r)
+        out.append(f"{words[0].upper()}{words[1:]} binds: relaxing it would admit {label(r)} at {value} ({gain}).")
+    return out
+
+
+def _runner_up_other_gpu(ctx: SweepContext, t: _Table, mask: np.ndarray, best: int, kind: str) -> str | None:
+    others = mask & (t.acc != t.acc[best])
+    if kind == "cheapest":
+        j = _pick_cheapest(t, others, t.cost)
+        if j is None:
+            return None
+        drop = 1.0 - t.cost[best] / t.cost[j]
+        rise = t.cost[j] / t.cost[best] - 1.0
+        return (
+            f"The best on another GPU is {label(t.rows[j])} at ${t.cost[j]:.3g}/Mtok "
+            f"({_pct(t.cost[j], t.cost[best])}); "
+            f"it would win if {t.acc[j]}'s price fell {drop * 100:.0f}% or {t.acc[best]}'s rose {rise * 100:.0f}%."
+        )
+    j = _pick_fastest(t, others, t.cost)
+    if j is None:
+        return None
+    return (
+        f"The fastest on another GPU is {label(t.rows[j])}: "
+        f"{_fmt_latency(ctx, float(t.latency[j]))} {ctx.latency_metric.upper()} "
+        f"({_pct(t.latency[j], t.latency[best])}) "
+        f"at ${t.cost[j]:.3g}/Mtok."
+    )
+
+
+def _knee_neighbours(ctx: SweepContext, t: _Table, front: np.ndarray, best: int) -> list[str]:
+    pos = int(np.flatnonzero(front == best)[0])
+    out = []
+    lat = ctx.latency_metric.upper()
+    if pos + 1 < front.size:
+        j = int(front[pos + 1])
+        out.append(
+            f"One step cheaper on the front, {label(t.rows[j])} costs {_pct(t.cost[j], t.cost[best])} "
+            f"per token for {_pct(t.latency[j], t.latency[best])} {lat}."
+        )
+    if pos > 0:
+        j = int(front[pos - 1])
+        out.append(
+            f"One step faster, {label(t.rows[j])} cuts {lat} {_pct(t.latency[j], t.latency[best])} "
+            f"for {_pct(t.cost[j], t.cost[best])} per token."
+        )
+    return out
+
+
+def _reason(ctx: SweepContext, t: _Table, kind: str, i: int, n_candidates: int, front_size: int) -> str:
+    lat = ctx.latency_metric.upper()
+    slos = ", ".join(f"{s.metric.upper()} ≤ {_fmt_latency(ctx, s.max_s)}" for s in ctx.workload.slos)
+    meets = f"meet every SLO ({slos})" if slos else "pass every constraint (the workload has no SLOs)"
+    if kind == "cheapest":
+        return (
+            f"Lowest $ per million output tokens of the {n_candidates} stored configurations that {meets}: "
+            f"${t.cost[i]:.3g}/Mtok at {_fmt_latency(ctx, float(t.latency[i]))} {lat}."
+        )
+    if kind == "fastest":
+        budget = (
+            f"within the ${ctx.budget_usd_per_hour:,.0f}/h budget"
+            if ctx.budget_usd_per_hour is not None
+            else "with no budget limit (the spec sets no constraints.max_usd_per_hour)"
+        )
+        return (
+            f"Lowest {lat} among the configurations that {meets}, {budget}: "
+            f"{_fmt_latency(ctx, float(t.latency[i]))} at ${t.usd_h[i]:,.2f}/h."
+        )
+    return (
+        f"The best trade-off on the {front_size}-point front of {lat} against $/Mtok: farthest from the line "
+        f"joining its fastest and cheapest points (log-normalized), so moving either way costs more "
+        f"in percent than it saves."
+    )
+
+
+# ------------------------------------------------------------------------------ public
+
+
+def recommendations(
+    ctx: SweepContext, rows: list[dict[str, Any]], sensitivity: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """The cheapest, fastest-within-budget and knee recommendations, each with its metrics,
+    reason and what would change it (None where no row qualifies). `sensitivity`
+    (`price_sensitivity`) adds the price moves that change each answer."""
+    t = _table(ctx, rows)
+    scale = np.ones(len(t))
+    mask = _candidates(ctx, t, scale)
+    front = _front(t, mask, t.cost)
+    picks = _picks(ctx, t, scale)
+    out: dict[str, dict[str, Any] | None] = {}
+    for kind in KINDS:
+        i = picks[kind]
+        if i is None:
+            out[kind] = None
+            continue
+        rec = {"kind": kind, "title": TITLES[kind], **_describe(ctx, t, i)}
+        rec["reason"] = _reason(ctx, t, kind, i, int(mask.sum()), int(front.size))
+        changes: list[str] = []
+        if kind == "cheapest":
+            changes += _binding(ctx, t, i, t.cost, "cost")
+            other = _runner_up_other_gpu(ctx, t, mask, i, kind)
+            changes += [other] if other else []
+        elif kind == "fastest":
+            changes += _binding(ctx, t, i, t.latency, "latency")
+            other = _runner_up_other_gpu(ctx, t, mask, i, kind)
+            changes += [other] if other else []
+        else:
+            changes += _knee_neighbours(ctx, t, front, i)
+        if rec["bound_hint"]:
+            changes.append(f"It is {rec['bound']}-bound: {rec['bound_hint']}.")
+        for s in sensitivity or []:
+            new = s[kind]
+            if new is not None and new["id"] != rec["id"]:
+                changes.append(
+                    f"{s['accelerator']} at {s['change_pct']:+.0f}% price: {new['label']} "
+                    f"(${new[COST]:.3g}/Mtok, {_fmt_latency(ctx, new[ctx.latency_column])} "
+                    f"{ctx.latency_metric.upper()})."
+                )
+        if sensitivity is not None and not any(s[kind] and s[kind]["id"] != rec["id"] for s in sensitivity):
+            moves = ", ".join(f"{(f - 1) * 100:+.0f}%" for f in SENSITIVITY_FACTORS)
+            changes.append(f"Robust to price: no single GPU's price moving {moves} changes it.")
+        rec["what_would_change"] = changes
+        rec["launch"] = launch_commands(
+            ctx.spec.model,
+            rec["config"],
+            vendor=rec["vendor"],
+            replicas=rec["replicas"],
+            compute_dtype=rec["compute_dtype"],
+        )
+        out[kind] = rec
+    return out

@@ -1,0 +1,197 @@
+"""The analytic evaluator: the vectorized cost model of `objectives` over a batch of configurations
+(microseconds per configuration), with the spec's objectives, SLO and limit constraints, and the
+reason each infeasible configuration fails."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from objectives.accelerators import load_accelerators
+from objectives.batch import ConfigBatch, build_batch, concat
+from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
+from objectives.efficiency import default_efficiency
+from objectives.models import load_model
+from objectives.serving import REASONS, evaluate
+from search.calibration import efficiency_from_record
+from search.sweeps.evaluation import METRIC_COLUMNS, EvalResult
+from search.sweeps.space import SearchSpace
+from search.sweeps.spec import LATENCY_METRICS, SweepSpec
+
+
+class AnalyticEvaluator:
+    """The vectorized cost model: one call evaluates any number of configurations."""
+
+    name = "analytic"
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.space = SearchSpace(spec)
+        self.model = load_model(spec.model)
+        self.workload = spec.resolved_workload()
+        self.catalog = load_accelerators(spec.pricing.price_file)
+        self.efficiency = (
+            efficiency_from_record(spec.calibration_record) if spec.calibration_record else default_efficiency()
+        )
+        self.terms = _ownership_terms(spec)
+        self.constraint_names = self._constraint_names()
+
+    def _constraint_names(self) -> list[str]:
+        names = ["fits"]
+        if self.spec.constraints.slos:
+            names += [f"slo_{s.metric}_p{s.percentile:g}" for s in self.workload.slos]
+        if self.spec.constraints.max_gpus is not None:
+            names.append("max_gpus")
+        if self.spec.constraints.max_usd_per_hour is not None:
+            names.append("max_usd_per_hour")
+        if isinstance(self.spec.space.replicas, list) and self.workload.arrival_rate_per_s:
+            names.append("serves_rate")
+        return names
+
+    def price_per_gpu_hour(self, gpu_id: str) -> float:
+        """$ per GPU-hour of `gpu_id` under the spec's pricing (NaN: owned, no purchase price)."""
+        gpu = self.catalog[gpu_id]
+        if self.spec.pricing.basis == "cloud":
+            return gpu.usd_per_gpu_hour
+        if gpu.purchase_usd is None:
+            return float("nan")
+        return float(tco_usd_per_gpu_hour(np.array([gpu.purchase_usd]), np.array([gpu.tdp_w]), self.terms)[0])
+
+    def _batch(self, idx: dict[str, np.ndarray], rows: np.ndarray) -> tuple[ConfigBatch, np.ndarray]:
+        dims = {d.name: d for d in self.space.dimensions}
+        gpu_id = dims["accelerator"].values[int(idx["accelerator"][rows[0]])]
+        weights = dims["weights"].values[int(idx["weights"][rows[0]])]
+        kv = dims["kv_cache"].values[int(idx["kv_cache"][rows[0]])]
+
+        def values(name: str) -> np.ndarray:
+            return np.asarray(dims[name].values, dtype=np.float64)[idx[name][rows]]
+
+        b = build_batch(
+            self.model,
+            self.catalog[gpu_id],
+            weights=weights,
+            kv_cache=kv,
+            tp=values("tp"),
+            pp=values("pp"),
+            ep=values("ep"),
+            batch=values("max_batch"),
+            isl=self.workload.isl,
+            osl=self.workload.osl,
+            efficiency=self.efficiency,
+        )
+        b = b.replace(max_num_tokens=values("chunked_prefill"))
+        price = np.full(len(rows), self.price_per_gpu_hour(gpu_id))
+        return b, price
+
+    def configuration_batch(
+        self, ids: np.ndarray
+    ) -> tuple[ConfigBatch, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The data path's arrow space -> configuration batch: configuration ids decoded into one
+        `ConfigBatch` (rows grouped by accelerator, weights and KV dtype, so each group is one
+        `build_batch` call), with each row's $/GPU-hour, the grouping order (batch row k is
+        configuration ids[order[k]]) and the decoded value indices."""
+        idx = self.space.decode(ids)
+        group = (idx["accelerator"] * 1000 + idx["weights"]) * 1000 + idx["kv_cache"]
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        parts, prices = [], []
+        for rows in np.split(order, bounds):
+            if rows.size:
+                b, p = self._batch(idx, rows)
+                parts.append(b)
+                prices.append(p)
+        return concat(parts), np.concatenate(prices), order, idx
+
+    def evaluate(self, ids: np.ndarray) -> EvalResult:
+        ids = np.asarray(ids, dtype=np.int64)
+        batch, price, order, idx = self.configuration_batch(ids)
+        m = evaluate(
+            batch,
+            arrival_rate_per_s=self._rate(),
+            max_position_embeddings=self.model.max_position_embeddings,
+            usd_per_gpu_hour=price,
+            replicas=self._fixed_replicas(idx)[order] if "replicas" in idx else None,
+        )
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        metrics = {k: getattr(m, k)[inverse] for k in METRIC_COLUMNS if hasattr(m, k)}
+        reason = [REASONS[int(c)] for c in m.reason_code[inverse]]
+        metrics["total_gpus"] = metrics["gpus"] * metrics["replicas"]
+        no_price = ~np.isfinite(price[inverse])
+        reason = [
+            ("no purchase price in the catalog for owned pricing" if np_ else r)
+            for r, np_ in zip(reason, no_price, strict=True)
+        ]
+        fits = np.where((m.reason_code[inverse] == 0) & ~no_price, 0.0, 1.0)
+        cons = self._constraints(metrics, fits)
+        feasible = np.all(cons <= 0.0, axis=1)
+        reason = [r or _violated(self.constraint_names, cons[i]) for i, r in enumerate(reason)]
+        objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
+        return EvalResult(
+            ids=ids,
+            feasible=feasible,
+            reason=reason,
+            objectives=objectives,
+            constraints=cons,
+            constraint_names=self.constraint_names,
+            metrics=metrics,
+        )
+
+    def _rate(self) -> float | None:
+        """The arrival rate replicas are provisioned for (None: offline)."""
+        return None if self.workload.offline else self.workload.arrival_rate_per_s
+
+    def _fixed_replicas(self, idx: dict[str, np.ndarray]) -> np.ndarray:
+        """Replicas of each configuration when the space fixes them (a `replicas` dimension)."""
+        return np.asarray(self.space.dimensions[-1].values, dtype=np.float64)[idx["replicas"]]
+
+    def _constraints(self, metrics: dict[str, np.ndarray], fits: np.ndarray) -> np.ndarray:
+        """Constraint values (<= 0 satisfied; columns `constraint_names`) from the metrics and
+        `fits` (0: the configuration fits and has a price, 1: it does not)."""
+        cols = [fits]
+        if self.spec.constraints.slos:
+            for s in self.workload.slos:
+                cols.append(np.nan_to_num(metrics[LATENCY_METRICS[s.metric]], nan=np.inf) - s.max_s)
+        if self.spec.constraints.max_gpus is not None:
+            cols.append(metrics["total_gpus"] - self.spec.constraints.max_gpus)
+        if self.spec.constraints.max_usd_per_hour is not None:
+            cols.append(np.nan_to_num(metrics["usd_per_hour"], nan=np.inf) - self.spec.constraints.max_usd_per_hour)
+        if "serves_rate" in self.constraint_names:
+            capacity = metrics["replicas"] * np.nan_to_num(metrics["output_tokens_per_s"], nan=0.0)
+            cols.append(self.workload.arrival_rate_per_s * self.workload.osl - capacity)
+        cons = np.stack(cols, axis=1)
+        return np.where(np.isfinite(cons), cons, 1e30)
+
+    def _rescored(self, base: EvalResult, metrics: dict[str, np.ndarray], cons: np.ndarray) -> EvalResult:
+        """`base` with new metrics and constraint values: feasibility, the 'violates ...'
+        reasons and the objectives follow them (a structural reason stays)."""
+        reason = [
+            (_violated(self.constraint_names, cons[i]) if (not r or r.startswith("violates ")) else r)
+            for i, r in enumerate(base.reason)
+        ]
+        return EvalResult(
+            ids=base.ids,
+            feasible=np.all(cons <= 0.0, axis=1),
+            reason=reason,
+            objectives=np.stack([metrics[o.column] for o in self.spec.objectives], axis=1),
+            constraints=cons,
+            constraint_names=self.constraint_names,
+            metrics=metrics,
+        )
+
+
+def _violated(names: list[str], values: np.ndarray) -> str:
+    bad = [n for n, v in zip(names, values, strict=True) if v > 0]
+    return ("violates " + ", ".join(bad)) if bad else ""
+
+
+def _ownership_terms(spec: SweepSpec) -> OwnershipTerms:
+    terms = OwnershipTerms.default()
+    p = spec.pricing
+    return OwnershipTerms(
+        years=p.years or terms.years,
+        usd_per_kwh=p.usd_per_kwh if p.usd_per_kwh is not None else terms.usd_per_kwh,
+        pue=p.pue or terms.pue,
+        hosting_usd_per_kw_month=(
+            p.hosting_usd_per_kw_month if p.hosting_usd_per_kw_month is not None else terms.hosting_usd_per_kw_month
+        ),
+    )

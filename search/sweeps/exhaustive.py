@@ -1,0 +1,201 @@
+"""The exhaustive tier: every configuration of the space, evaluated vectorized in Ray tasks.
+
+The space is cut into shards of consecutive configuration ids; tasks evaluate them and send back
+each shard's Pareto front (and every row when the space is small enough to store,
+`STORE_ALL_LIMIT`); the driver merges fronts, so its memory holds fronts, not the space.
+Finished shards and the running front are checkpointed, so a killed driver resumes where it
+stopped and ends with the same exact front. `exact_front` is the same front computed in-process,
+the reference that measures the guided tier.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+from search.store import Store
+from search.sweeps.control import (
+    CHECKPOINT_S,
+    Progress,
+    ProgressCallback,
+    StopCheck,
+    SweepStopped,
+    _front_points,
+    _hv_frame,
+    _spec_json,
+    _stop_requested,
+)
+from search.sweeps.evaluation import EvalResult
+from search.sweeps.evaluators import make_evaluator
+from search.sweeps.pareto import normalized_hypervolume, pareto_mask, to_minimization
+from search.sweeps.remote import evaluate_shard, summarize_shard
+from search.sweeps.space import SearchSpace
+from search.sweeps.spec import SweepSpec
+
+STORE_ALL_LIMIT = 200_000  # exhaustive sweeps up to this size store every evaluation
+
+
+# ---------------------------------------------------------------- exhaustive
+
+
+def _shard_size(size: int, workers: int) -> int:
+    return int(min(65_536, max(1_024, -(-size // (workers * 8)))))
+
+
+def _run_exhaustive(
+    store: Store,
+    name: str,
+    spec: SweepSpec,
+    workers: int,
+    progress: ProgressCallback | None,
+    previous: dict,
+    should_stop: StopCheck | None = None,
+) -> dict[str, Any]:
+    space = SearchSpace(spec)
+    size = space.size
+    directions = [o.direction for o in spec.objectives]
+    shard = int(previous.get("shard_size") or _shard_size(size, workers))
+    n_shards = -(-size // shard)
+    done: set[int] = set(previous.get("done_shards", []))
+    counts = {"evaluated": int(previous.get("evaluated", 0)), "feasible": int(previous.get("feasible", 0))}
+    reasons: dict[str, int] = dict(previous.get("reasons", {}))
+    keep_all = size <= STORE_ALL_LIMIT
+    spec_json = _spec_json(spec)
+    evaluator = make_evaluator(spec)
+
+    front: EvalResult | None = None
+    if done:  # resume: the checkpointed front covers the finished shards
+        saved = store.latest_front(name, kind="partial")
+        front = _result_from_points((saved or {}).get("points", []), evaluator.constraint_names)
+
+    state = Progress(total=size, evaluated=counts["evaluated"], feasible=counts["feasible"])
+
+    def merge(part: EvalResult) -> None:
+        nonlocal front
+        if len(part) == 0:
+            return
+        both = part if front is None or len(front) == 0 else _concat_results(front, part)
+        keep = np.flatnonzero(pareto_mask(to_minimization(both.objectives, directions)))
+        front = both.take(keep)
+
+    def checkpoint(final: bool = False) -> None:
+        pts = _front_points(front, space, spec) if front is not None else []
+        store.save_front(name, "final" if final else "partial", pts, None, None)
+        store.update_sweep(
+            name,
+            summary={
+                "kind": "exhaustive",
+                "shard_size": shard,
+                "done_shards": sorted(done),
+                "space_size": size,
+                **counts,
+                "reasons": reasons,
+            },
+        )
+
+    pending = [i for i in range(n_shards) if i not in done]
+    in_flight: dict[Any, int] = {}
+    last = time.monotonic()
+    while pending or in_flight:
+        stop = _stop_requested(should_stop)
+        if stop is not None:
+            checkpoint()  # the finished shards' front and counts; shards in flight are redone on resume
+            raise SweepStopped(stop)
+        while pending and len(in_flight) < 2 * workers:
+            i = pending.pop(0)
+            ref = evaluate_shard.remote(spec_json, i * shard, min(size, (i + 1) * shard), keep_all)
+            in_flight[ref] = i
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            i = in_flight.pop(ref)
+            part = ray.get(ref)
+            if keep_all and part["all"] is not None:
+                store.add_evaluations(name, part["all"].rows(space, evaluator.name))
+            merge(part["front"])
+            counts["evaluated"] += part["evaluated"]
+            counts["feasible"] += part["feasible"]
+            for r, c in part["reasons"].items():
+                reasons[r] = reasons.get(r, 0) + c
+            done.add(i)
+        state.evaluated, state.feasible = counts["evaluated"], counts["feasible"]
+        state.front_size = 0 if front is None else len(front)
+        if progress:
+            progress(state)
+        if time.monotonic() - last > CHECKPOINT_S:
+            checkpoint()
+            last = time.monotonic()
+    if not keep_all and front is not None:
+        store.add_evaluations(name, front.rows(space, evaluator.name))
+    hv = None
+    if front is not None and len(front):
+        objs = to_minimization(front.objectives, directions)
+        ideal, nadir = _hv_frame(objs)
+        hv = normalized_hypervolume(objs, ideal, nadir)
+    checkpoint()
+    pts = _front_points(front, space, spec) if front is not None else []
+    store.save_front(name, "final", pts, hv, None)
+    state.hypervolume = hv
+    if progress:
+        progress(state)
+    return {
+        "kind": "exhaustive",
+        "space_size": size,
+        "shard_size": shard,
+        "done_shards": sorted(done),
+        **counts,
+        "reasons": reasons,
+        "front_size": len(pts),
+        "hypervolume": hv,
+        "stored_every_evaluation": keep_all,
+    }
+
+
+def _result_from_points(points: list[dict], constraint_names: list[str]) -> EvalResult | None:
+    """An EvalResult of stored front points (all feasible), without evaluating them again."""
+    if not points:
+        return None
+    metric_names = [k for k in points[0]["metrics"] if k != "constraints"]
+    return EvalResult(
+        ids=np.array([p["id"] for p in points], dtype=np.int64),
+        feasible=np.ones(len(points), dtype=bool),
+        reason=["" for _ in points],
+        objectives=np.array([[np.nan if v is None else v for v in p["objectives"]] for p in points]),
+        constraints=np.array([[p["metrics"]["constraints"].get(c) or 0.0 for c in constraint_names] for p in points]),
+        constraint_names=constraint_names,
+        metrics={
+            k: np.array([np.nan if p["metrics"][k] is None else p["metrics"][k] for p in points]) for k in metric_names
+        },
+    )
+
+
+def _concat_results(a: EvalResult, b: EvalResult) -> EvalResult:
+    return EvalResult(
+        ids=np.concatenate([a.ids, b.ids]),
+        feasible=np.concatenate([a.feasible, b.feasible]),
+        reason=[*a.reason, *b.reason],
+        objectives=np.vstack([a.objectives, b.objectives]),
+        constraints=np.vstack([a.constraints, b.constraints]),
+        constraint_names=a.constraint_names,
+        metrics={k: np.concatenate([a.metrics[k], b.metrics[k]]) for k in a.metrics},
+    )
+
+
+def exact_front(spec: SweepSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, minimization-form objectives) of the exact feasible front, computed in-process in
+    chunks (the reference a guided search is measured against)."""
+    ev = make_evaluator(spec)
+    space = SearchSpace(spec)
+    directions = [o.direction for o in spec.objectives]
+    ids = np.zeros(0, dtype=np.int64)
+    objs = np.zeros((0, len(directions)))
+    for start in range(0, space.size, 65_536):
+        r = ev.evaluate(np.arange(start, min(space.size, start + 65_536)))
+        s = summarize_shard(r, directions, keep_all=False)["front"]
+        ids = np.concatenate([ids, s.ids])
+        objs = np.vstack([objs, to_minimization(s.objectives, directions)])
+        keep = pareto_mask(objs)
+        ids, objs = ids[keep], objs[keep]
+    return ids, objs

@@ -1,0 +1,246 @@
+"""The guided tier: an Optuna study in the sweep database, driven ask-and-tell in waves.
+
+Each wave of `workers` trials is evaluated as Ray tasks in flight together and told in trial
+order. Each ask uses a sampler seeded from (seed, trial number), so a resumed sweep (the trials
+its predecessor asked but never told are finished first, inside their wave) makes the same
+decisions as an uninterrupted one. The study is sampled in memory and each wave persisted in one
+transaction (search.store.add_trials). A configuration already stored is never evaluated again.
+Simulator sweeps are seeded with the analytic front (`enqueue_trial`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+import ray
+
+from search.store import Store, add_trials, make_optuna_storage
+from search.sweeps.control import (
+    Progress,
+    ProgressCallback,
+    StopCheck,
+    SweepStopped,
+    _hv_frame,
+    _spec_json,
+    _stop_requested,
+)
+from search.sweeps.evaluators import make_evaluator
+from search.sweeps.exhaustive import exact_front
+from search.sweeps.pareto import normalized_hypervolume, pareto_mask, to_minimization
+from search.sweeps.remote import evaluate_ids
+from search.sweeps.space import SearchSpace
+from search.sweeps.spec import SweepSpec
+
+EXHAUSTIVE_REFERENCE_LIMIT = 2_000_000  # guided sweeps compute the exact front up to this size
+SIMULATED_REFERENCE_LIMIT = 64  # ... or this size with the simulator (tens of ms per configuration)
+PENALTY = 1e12  # objective value told to Optuna when the model gives none (does not fit)
+
+
+# ---------------------------------------------------------------- guided
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """A sampler of the spec's kind; constraints are read from trial.set_constraint."""
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if kind == "gp":
+        try:
+            import scipy  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError("sampler 'gp' needs PyTorch and SciPy: pip install 'servesweep[gp]'") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def _ask_seed(seed: int, number: int) -> int:
+    return (seed * 1_000_003 + number * 7_919 + 17) % (2**31 - 1)
+
+
+def _run_guided(
+    store: Store,
+    name: str,
+    spec: SweepSpec,
+    workers: int,
+    progress: ProgressCallback | None,
+    local: bool = False,
+    optuna_storage: optuna.storages.BaseStorage | None = None,
+    should_stop: StopCheck | None = None,
+) -> dict[str, Any]:
+    """Ask-and-tell in waves of `workers` trials on an in-memory study (so the sampler never
+    waits on the database), persisting each finished wave to the stored study — one
+    transaction per trial, in trial order — after its evaluations are stored. A resumed driver
+    reloads the stored trials of whole waves and replays the wave that was cut short; its asks
+    repeat (same history, same per-trial seeds) and find their evaluations already stored."""
+    space = SearchSpace(spec)
+    directions = [o.direction for o in spec.objectives]
+    spec_json = _spec_json(spec)
+    evaluator = make_evaluator(spec)
+    stored_study_name = f"servesweep:{name}"
+    optuna_storage = optuna_storage or make_optuna_storage(store.url)
+    stored = optuna.create_study(
+        storage=optuna_storage,
+        study_name=stored_study_name,
+        directions=directions,
+        load_if_exists=True,
+    )
+    store.update_sweep(name, optuna_study_name=stored_study_name)
+    persisted = stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    whole_waves = len(persisted) // workers * workers
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=directions)
+    study.add_trials(persisted[:whole_waves])
+    n_persisted = len(persisted)
+    budget_trials = spec.budget.trials
+    for params in _analytic_seeds(spec, space)[whole_waves:budget_trials]:
+        study.enqueue_trial(params)  # asked first, in order: a resumed driver re-enqueues the rest
+    deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
+    known = {r["config_key"]: r for r in store.get_evaluations(name)}
+    state = Progress(total=budget_trials or space.size)
+
+    while True:
+        n_done = len(study.get_trials(deepcopy=False, states=_TOLD))
+        if (budget_trials is not None and n_done >= budget_trials) or (
+            deadline is not None and time.monotonic() >= deadline and n_done >= n_persisted
+        ):
+            break
+        stop = _stop_requested(should_stop)
+        if stop is not None:  # between waves: every told trial is persisted
+            raise SweepStopped(stop)
+        wave_size = workers if budget_trials is None else min(workers, budget_trials - n_done)
+        trials: list[optuna.trial.Trial] = []
+        for k in range(wave_size):
+            study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, n_done + k))
+            trial = study.ask()
+            _suggest(trial, space)
+            trials.append(trial)
+        ids = np.array([space.id_of(t.params) for t in trials], dtype=np.int64)
+        keys = [space.key(space.config(int(i))) for i in ids]
+        todo = sorted({int(i) for i, k in zip(ids, keys, strict=True) if k not in known})
+        if local:
+            results = [evaluator.evaluate(np.array(todo, dtype=np.int64))] if todo else []
+        else:
+            refs = [evaluate_ids.remote(spec_json, np.array([i], dtype=np.int64)) for i in todo]
+            results = [ray.get(ref) for ref in refs]
+        number_of = {k: t.number for t, k in zip(trials, keys, strict=True)}
+        new_rows = [row for result in results for row in result.rows(space, evaluator.name)]
+        for row in new_rows:
+            row["trial_number"] = number_of.get(row["config_key"])
+            known[row["config_key"]] = row
+        if new_rows:
+            store.add_evaluations(name, new_rows)
+        for trial, key in zip(trials, keys, strict=True):
+            _tell(study, trial, known[key], evaluator.constraint_names, directions)
+        done = study.get_trials(deepcopy=False)  # by number (seeds not yet asked are WAITING)
+        # persist in trial order, skipping what a killed driver had written
+        add_trials(optuna_storage, stored, [done[t.number] for t in trials if t.number >= n_persisted])
+        n_persisted = max(n_persisted, trials[-1].number + 1)
+        if progress:
+            told = study.get_trials(deepcopy=False, states=_TOLD)
+            state.evaluated = len(told)
+            state.feasible = sum(1 for t in told if t.user_attrs.get("feasible"))
+            state.front_size = len(_study_front(told, directions))
+            progress(state)
+    return _guided_summary(store, name, spec, space, study.get_trials(deepcopy=False, states=_TOLD), directions)
+
+
+_TOLD = (optuna.trial.TrialState.COMPLETE,)
+
+
+def _analytic_seeds(spec: SweepSpec, space: SearchSpace) -> list[dict[str, Any]]:
+    """Configurations of the analytic model's exact front, in id order, to seed a guided search
+    run with a slower evaluator (none for the analytic evaluator itself, or when the space is
+    too large to enumerate). Deterministic, so a resumed driver enqueues the same list."""
+    if spec.evaluator == "analytic" or space.size > EXHAUSTIVE_REFERENCE_LIMIT:
+        return []
+    ids, _ = exact_front(spec.model_copy(update={"evaluator": "analytic"}))
+    return [space.config(int(i)) for i in np.sort(ids)]
+
+
+def _suggest(trial: optuna.trial.Trial, space: SearchSpace) -> dict[str, Any]:
+    return {d.name: trial.suggest_categorical(d.name, list(d.values)) for d in space.dimensions}
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.trial.Trial,
+    row: dict,
+    constraint_names: list[str],
+    directions: list[str],
+) -> None:
+    values = [PENALTY if v is None else float(v) for v in row["objectives"]]
+    values = [(-PENALTY if d == "maximize" and v == PENALTY else v) for v, d in zip(values, directions, strict=True)]
+    cons = row["metrics"].get("constraints", {})
+    for cname in constraint_names:
+        value = cons.get(cname)
+        trial.set_constraint(cname, 1e30 if value is None else float(value))
+    trial.set_user_attr("feasible", bool(row["feasible"]))
+    trial.set_user_attr("reason", row.get("reason") or "")
+    trial.set_user_attr("config_key", row["config_key"])
+    for k, v in row["metrics"].items():
+        if k != "constraints":
+            trial.set_user_attr(k, v)
+    study.tell(trial, values, skip_if_finished=True)
+
+
+def _study_front(trials: list[optuna.trial.FrozenTrial], directions: list[str]) -> list[optuna.trial.FrozenTrial]:
+    feas = [t for t in trials if t.user_attrs.get("feasible") and t.values is not None]
+    if not feas:
+        return []
+    objs = to_minimization(np.array([t.values for t in feas]), directions)
+    keep = pareto_mask(objs)
+    return [t for t, k in zip(feas, keep, strict=True) if k]
+
+
+def _guided_summary(
+    store: Store,
+    name: str,
+    spec: SweepSpec,
+    space: SearchSpace,
+    trials: list[optuna.trial.FrozenTrial],
+    directions: list[str],
+) -> dict[str, Any]:
+    front = _study_front(trials, directions)
+    keys = [t.user_attrs["config_key"] for t in front]
+    rows = {r["config_key"]: r for r in store.get_evaluations(name, keys=keys)}
+    points = [
+        {**rows[k]["config"], "objectives": rows[k]["objectives"], "metrics": rows[k]["metrics"]}
+        for k in dict.fromkeys(keys)
+    ]
+    objs = to_minimization(np.array([t.values for t in front]), directions) if front else np.zeros((0, len(directions)))
+    summary: dict[str, Any] = {
+        "kind": "guided",
+        "sampler": spec.sampler,
+        "space_size": space.size,
+        "trials": len(trials),
+        "evaluated": len({t.user_attrs.get("config_key") for t in trials}),
+        "feasible": len({t.user_attrs.get("config_key") for t in trials if t.user_attrs.get("feasible")}),
+        "front_size": len(points),
+    }
+    hv = None
+    # A probe sweep measures a few candidates on GPUs; measuring the whole space again for a
+    # reference front is not what they are for, so its hypervolume stands alone.
+    reference_limit = {"analytic": EXHAUSTIVE_REFERENCE_LIMIT, "simulator": SIMULATED_REFERENCE_LIMIT}.get(
+        spec.evaluator, -1
+    )
+    if space.size <= reference_limit:
+        _, exact = exact_front(spec)
+        if len(exact):
+            ideal, nadir = _hv_frame(exact)
+            exact_hv = normalized_hypervolume(exact, ideal, nadir)
+            hv = normalized_hypervolume(objs, ideal, nadir) if len(objs) else 0.0
+            summary.update(
+                exact_front_size=len(exact),
+                exact_hypervolume=exact_hv,
+                hypervolume_ratio=(hv / exact_hv if exact_hv > 0 else None),
+            )
+    elif len(objs):
+        ideal, nadir = _hv_frame(objs)
+        hv = normalized_hypervolume(objs, ideal, nadir)
+    summary["hypervolume"] = hv
+    store.save_front(name, "final", points, hv, None)
+    return summary
