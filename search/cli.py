@@ -16,6 +16,7 @@ from rich.table import Table
 from search.calibration import calibrate_from_measurements, resolve_calibration
 from search.estimates import EstimateError, gpu_catalog, model_catalog
 from search.estimates import estimate as estimate_deployment
+from search.kernels_cli import register as _register_kernels_command
 from search.probe_cli import register as _register_probe_command
 from search.service_cli import register as _register_service_command
 from search.simulate_cli import register as _register_simulate_command
@@ -364,6 +365,7 @@ _register_sweep_commands(app)
 _register_simulate_command(app)
 _register_probe_command(app)
 _register_service_command(app)
+_register_kernels_command(app)
 
 
 def main() -> None:  # pragma: no cover - console script shim
