@@ -536,3 +536,97 @@ def test_committed_records_load_and_meet_their_stated_error():
 def test_library_from_missing_dir_is_empty(tmp_path):
     assert KernelLibrary.from_dir(tmp_path / "none").records == []
 
+
+# --- the kernel model (objectives/kernel_timing.py) ---------------------------------------------------
+
+
+def _kernel_batch(model: str, gpu: str, weights: str = "bf16", kv: str = "bf16", tp=(1, 2, 4, 8)):
+    from objectives.accelerators import get_accelerator
+    from objectives.batch import build_batch
+    from objectives.efficiency import EfficiencyModel
+    from objectives.models import load_model
+
+    return build_batch(
+        load_model(model),
+        get_accelerator(gpu),
+        weights=weights,
+        kv_cache=kv,
+        tp=np.array(tp),
+        batch=np.array([1, 8, 64, 256])[: len(tp)],
+        isl=1024,
+        osl=256,
+        efficiency=EfficiencyModel.kernel_default("trtllm"),
+    )
+
+
+def test_kernel_model_gemm_matches_the_record():
+    from objectives.kernel_timing import M_LOG2, interp_rows
+
+    b = _kernel_batch("Llama-3.1-8B", "H200-SXM", tp=(1,))
+    assert b.uses_kernels
+    rec = default_library().get("H200-SXM", "trtllm", "gemm", "bf16")
+    hidden = 4096.0
+    from objectives.memory import attention_params_per_gpu_per_layer
+
+    n_attn = float(attention_params_per_gpu_per_layer(b)[0]) / hidden
+    n_mlp = float(b.dense_mlp_params_per_layer[0]) / hidden
+    m = np.array([1.0, 64.0, 1024.0])
+    want = 32 * (rec.time_at(m, n_attn, hidden) + rec.time_at(m, n_mlp, hidden))
+    got = interp_rows(np.repeat(b.kt_gemm_dense, 3, axis=0), M_LOG2, m)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_kernel_model_evaluates_every_gpu_kind():
+    from objectives.serving import evaluate
+
+    for model, gpu, weights, kv in (
+        ("Llama-3.1-70B", "H200-SXM", "fp8", "fp8"),  # own records
+        ("Llama-3.1-70B", "MI300X", "fp8", "fp8"),  # scaled from H200-SXM
+        ("Mixtral-8x7B", "B200", "fp4", "fp8"),  # MoE, fp4
+        ("Llama-3.1-8B", "A100-SXM-80GB", "int4", "bf16"),  # weight-only on a bf16 surface
+    ):
+        m = evaluate(_kernel_batch(model, gpu, weights, kv))
+        ok = m.feasible
+        assert ok.any(), (model, gpu)
+        assert np.all(np.isfinite(m.output_tokens_per_s_per_gpu[ok]) & (m.output_tokens_per_s_per_gpu[ok] > 0))
+        assert np.all(m.decode.gemm_s[ok] > 0) and np.all(m.decode.attention_s[ok] > 0)
+    # the basis of each term says where it came from
+    from objectives.accelerators import get_accelerator
+    from objectives.efficiency import EfficiencyModel
+    from objectives.kernel_timing import term_basis
+    from objectives.models import load_model
+
+    eff = EfficiencyModel.kernel_default("trtllm")
+    own = term_basis(eff, load_model("Llama-3.1-70B"), get_accelerator("H200-SXM"), "fp8", "fp8")
+    assert own["gemm"].startswith("kernel-db trtllm 1.3.0rc20")
+    scaled = term_basis(eff, load_model("Llama-3.1-70B"), get_accelerator("MI300X"), "fp8", "fp8")
+    assert scaled["gemm"].startswith("scaled from H200-SXM") and scaled["overhead"]
+
+
+def test_kernel_model_decode_grows_with_batch_and_context():
+    from objectives.timing import decode_step_time_s
+
+    b = _kernel_batch("Llama-3.1-8B", "H100-SXM", tp=(1, 1, 1, 1))
+    small = decode_step_time_s(b, np.array([1.0, 1.0, 64.0, 64.0]), np.array([512.0, 8192.0, 512.0, 8192.0]))
+    t = small.attention_s
+    assert t[1] > t[0] and t[3] > t[2] and t[2] > t[0]
+    assert np.all(small.gemm_s[2:] >= small.gemm_s[:2] * 0.99)
+
+
+def test_kernel_model_engine_chooses_its_records():
+    from objectives.accelerators import get_accelerator
+    from objectives.efficiency import EfficiencyModel
+    from objectives.kernel_timing import term_basis
+    from objectives.models import load_model
+
+    model, gpu = load_model("Llama-3.1-8B"), get_accelerator("H100-SXM")
+    for engine, version in (("trtllm", "1.3.0rc20"), ("vllm", "0.24.0"), ("sglang", "0.5.14")):
+        eff = EfficiencyModel.kernel_default(engine)
+        assert eff.kernel_engine == engine
+        basis = term_basis(eff, model, gpu, "bf16", "bf16", tp=2)
+        assert basis["gemm"].startswith(f"kernel-db {engine} {version}"), basis
+        assert basis["communication"].startswith(f"kernel-db {engine}"), basis
+    # the default model names no engine and keeps zero-width tables
+    from objectives.batch import build_batch
+
+    assert not build_batch(model, gpu).uses_kernels
