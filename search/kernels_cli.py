@@ -18,7 +18,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -98,23 +97,15 @@ def ls_command(
                 )
             )
         return
-    table = Table("name", "gpu", "engine", "version", "op", "dtype", "rows", "median", "p90", "cells")
+    head = f"{'gpu':<14} {'engine':<7} {'version':<11} {'op':<21} {'dtype':<17} {'rows':>6} {'median':>7} {'p90':>7}"
+    typer.echo(head + "  name")
     for r in recs:
         f = r.fit
-        table.add_row(
-            r.name,
-            r.gpu,
-            r.engine,
-            r.engine_version,
-            r.op,
-            r.dtype,
-            str(f.get("rows", "")),
-            f"{f.get('median_abs_error', float('nan')):.1%}",
-            f"{f.get('p90_abs_error', float('nan')):.1%}",
-            str(r.time_s.size),
+        typer.echo(
+            f"{r.gpu:<14} {r.engine:<7} {r.engine_version:<11} {r.op:<21} {r.dtype:<17} {f.get('rows', 0):>6} "
+            f"{f.get('median_abs_error', float('nan')):>7.1%} {f.get('p90_abs_error', float('nan')):>7.1%}  {r.name}"
         )
-    console.print(table)
-    console.print(f"{len(recs)} records", highlight=False)
+    typer.echo(f"{len(recs)} records")
 
 
 @kernels_app.command("show")
