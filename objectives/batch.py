@@ -118,6 +118,16 @@ class ConfigBatch:
     embedding_bytes_per_param: np.ndarray
     activation_bytes: np.ndarray
     kv_bytes_per_elem: np.ndarray
+    # kernel model (objectives.kernel_timing): per-row tables of log time over fixed knots, or
+    # zero-width (n x 0) when the efficiency model names no engine (the analytic factors apply)
+    kt_gemm_dense: np.ndarray  # (n, len(M_LOG2))
+    kt_gemm_lm: np.ndarray
+    kt_gemm_expert: np.ndarray
+    kt_allreduce: np.ndarray  # (n, len(MSG_LOG2))
+    kt_decode_attn: np.ndarray  # (n, len(ATT_B_LOG2), len(ATT_C_LOG2))
+    kt_prefill_attn: np.ndarray
+    kernel_time_scale: np.ndarray
+    allreduce_overhead_s: np.ndarray  # per collective of the kernel model (sync, launch), tp > 1
     # load
     batch: np.ndarray  # concurrent sequences per replica
     isl: np.ndarray  # input tokens per request
@@ -125,6 +135,11 @@ class ConfigBatch:
 
     def __len__(self) -> int:
         return int(self.tp.shape[0])
+
+    @property
+    def uses_kernels(self) -> bool:
+        """True when step times come from kernel surfaces (objectives.kernel_timing)."""
+        return self.kt_gemm_dense.shape[1] > 0
 
     @functools.cached_property
     def _memo(self) -> dict[str, np.ndarray]:
@@ -176,6 +191,8 @@ def per_batch(fn: Callable[[ConfigBatch], np.ndarray]) -> Callable[[ConfigBatch]
 
 def concat(batches: Sequence[ConfigBatch]) -> ConfigBatch:
     """One batch holding the rows of `batches` in order."""
+    if len({b.uses_kernels for b in batches}) > 1:
+        raise ValueError("cannot concatenate batches of the kernel model with batches of the analytic model")
     return ConfigBatch(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(ConfigBatch)})
 
 
@@ -243,4 +260,84 @@ def build_batch(
         isl=i_a,
         osl=o_a,
     )
+    values.update(_kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a))
     return ConfigBatch(**values)
+
+
+def _kernel_fields(
+    eff_model: EfficiencyModel,
+    model: ModelSpec,
+    gpu: Accelerator,
+    scheme: object,
+    compute_dtype: str,
+    kv_cache: str,
+    tp: np.ndarray,
+    pp: np.ndarray,
+    ep: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Kernel-model fields: tables from the kernel records (or zero-width without an engine).
+    In the kernel model the fractions are the raw microbenchmark ones (no serving factors) and
+    the overheads are the kernel model's own."""
+    n = tp.size
+    engine = eff_model.kernel_engine
+    if engine is None:
+        return {
+            "kt_gemm_dense": np.zeros((n, 0)),
+            "kt_gemm_lm": np.zeros((n, 0)),
+            "kt_gemm_expert": np.zeros((n, 0)),
+            "kt_allreduce": np.zeros((n, 0)),
+            "kt_decode_attn": np.zeros((n, 0, 0)),
+            "kt_prefill_attn": np.zeros((n, 0, 0)),
+            "kernel_time_scale": np.ones(n),
+            "allreduce_overhead_s": np.zeros(n),
+        }
+    from objectives.accelerators import get_accelerator
+    from objectives.kernel_timing import SIBLINGS, build_tables
+
+    fractions = {gpu.id: eff_model.fractions(gpu.id, gpu.vendor, compute_dtype)}
+    sib = SIBLINGS.get(gpu.id)
+    if sib is not None:
+        acc = get_accelerator(sib)
+        fractions[sib] = eff_model.fractions(sib, acc.vendor, compute_dtype if acc.supports(compute_dtype) else "bf16")
+    tables = build_tables(
+        model=model,
+        gpu=gpu,
+        compute_dtype=compute_dtype,
+        weight_bytes=float(scheme.bytes_per_weight),  # type: ignore[attr-defined]
+        weight_only=compute_dtype != scheme.compute_dtype or bool(scheme.weight_only),  # type: ignore[attr-defined]
+        kv_bytes=float(kv_cache_bytes_per_element(kv_cache)),
+        tp=tp,
+        pp=pp,
+        ep=ep,
+        engine=engine,
+        fractions=fractions,
+    )
+    params = eff_model.kernel_params
+    f = fractions[gpu.id]
+    out = {
+        "kt_gemm_dense": tables.gemm_dense,
+        "kt_gemm_lm": tables.gemm_lm,
+        "kt_gemm_expert": tables.gemm_expert,
+        "kt_allreduce": tables.allreduce,
+        "kt_decode_attn": tables.decode_attn,
+        "kt_prefill_attn": tables.prefill_attn,
+        "kernel_time_scale": np.full(n, params.get("kernel_time_scale", 1.0)),
+        "allreduce_overhead_s": np.full(n, params.get("allreduce_overhead_s", 0.0)),
+        "eff_bw": np.full(n, f.bw),
+        "eff_kv_bw": np.full(n, f.bw),
+        "eff_gemm": np.full(n, f.gemm),
+        "eff_attention": np.full(n, f.attention),
+        "eff_link": np.full(n, f.link),
+        "allreduce_latency_s": np.full(n, f.alpha_s),
+    }
+    overheads = (
+        "layer_overhead_s",
+        "step_overhead_s",
+        "seq_overhead_s",
+        "runtime_reserve_bytes",
+        "allreduce_overhead_s",
+    )
+    for key in overheads:
+        if key in params:
+            out[key] = np.full(n, params[key])
+    return out

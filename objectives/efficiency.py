@@ -16,6 +16,12 @@ fitted to end-to-end measurements by `objectives.calibration`. A calibration rec
 (same layout as the data file) overrides any of them; `basis` says where each GPU's numbers
 came from. The shape of the curves (GEMM ramp with tokens, roofline sharpness) is applied in
 `objectives.timing`.
+
+The kernel model (`EfficiencyModel.kernel_default(engine)`, data/kernel_serving.yaml) adds a
+`kernels` section naming an engine: GEMM, attention and all-reduce times then come from the
+measured kernel records of that engine (objectives.kernel_timing), the microbenchmark fractions
+are used raw (only to scale surfaces onto GPUs without records and for the bound), and the
+serving factors above are not used; its own five end-to-end parameters replace them.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from objectives.kernel_timing import Fractions
 
 SERVING_PARAMS = (
     "bw_factor",
@@ -89,6 +98,40 @@ class EfficiencyModel:
     def default(cls) -> EfficiencyModel:
         return cls(_load_default())
 
+    @classmethod
+    def kernel_default(cls, engine: str | None = None) -> EfficiencyModel:
+        """The kernel model: kernel surfaces (objectives.kernel_timing) for GEMM, attention and
+        all-reduce, with the parameters of data/kernel_serving.yaml (`engine` overrides its engine)."""
+        data = _load_default()
+        text = resources.files("objectives").joinpath("data/kernel_serving.yaml").read_text()
+        data["kernels"] = yaml.safe_load(text)["kernels"]
+        if engine is not None:
+            data["kernels"]["engine"] = engine
+        return cls(data)
+
+    @property
+    def kernel_engine(self) -> str | None:
+        """The engine whose kernel records set kernel times, or None (the analytic factors)."""
+        section = self._data.get("kernels")
+        return str(section["engine"]) if section else None
+
+    @property
+    def kernel_params(self) -> dict[str, float]:
+        section = self._data.get("kernels") or {}
+        return {k: _value(v) for k, v in (section.get("params") or {}).items()}
+
+    def fractions(self, gpu_id: str, vendor: str, dtype: str) -> Fractions:
+        """Raw microbenchmark fractions of `gpu_id` (no serving factors)."""
+        from objectives.kernel_timing import Fractions
+
+        return Fractions(
+            bw=self._lookup(gpu_id, vendor, "hbm_copy_fraction", None)[0],
+            gemm=self._lookup(gpu_id, vendor, "gemm_fraction", dtype)[0],
+            attention=self._lookup(gpu_id, vendor, "attention_fraction", None)[0],
+            link=self._lookup(gpu_id, vendor, "allreduce_busbw_fraction", None)[0],
+            alpha_s=self._lookup(gpu_id, vendor, "allreduce_latency_s", None)[0],
+        )
+
     @property
     def data(self) -> dict[str, Any]:
         return copy.deepcopy(self._data)
@@ -96,7 +139,7 @@ class EfficiencyModel:
     def with_calibration(self, record: Mapping[str, Any], name: str = "calibration") -> EfficiencyModel:
         """A model whose GPU fractions and serving parameters are overridden by `record`
         (a mapping with optional `gpus` and `serving` sections in this file's layout)."""
-        unknown = set(record) - {"gpus", "serving", "defaults", "aliases", "pcie_gpus", "fit", "name"}
+        unknown = set(record) - {"gpus", "serving", "defaults", "aliases", "pcie_gpus", "fit", "name", "kernels"}
         if unknown:
             raise ValueError(f"calibration record has unknown sections: {', '.join(sorted(unknown))}")
         bad = set(record.get("serving", {})) - set(SERVING_PARAMS)

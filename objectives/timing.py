@@ -15,6 +15,10 @@ Per step, the runtime adds `layer_overhead_s` per layer (kernel launches, norms,
 `step_overhead_s` (scheduling, sampling launch) and `seq_overhead_s` per sequence (sampling,
 detokenization, bookkeeping on the host) — the per-step CPU work that dominates MoE models with
 few active parameters at thousands of sequences.
+
+With the kernel model (`b.uses_kernels`, objectives.kernel_timing) GEMM, attention and the TP
+all-reduce come from measured kernel surfaces instead (times `kernel_time_scale`); the byte and
+FLOP components of StepTime stay the analytic ones at microbenchmark rates, for the bound.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from objectives.batch import ConfigBatch
-from objectives.communication import pp_handoff_time_s, tp_communication_time_s
+from objectives.communication import alltoall_time_s, pp_handoff_time_s, tp_communication_time_s
 from objectives.compute import (
     attention_flops,
     dense_gemm_flops,
@@ -37,7 +41,8 @@ from objectives.compute import (
     lm_head_flops,
     tokens_per_expert,
 )
-from objectives.memory import layers_per_gpu
+from objectives.kernel_timing import ATT_B_LOG2, ATT_C_LOG2, M_LOG2, MSG_LOG2, interp_rows, interp_rows_2d
+from objectives.memory import kv_heads_per_gpu, layers_per_gpu
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,10 @@ def gemm_efficiency(b: ConfigBatch, rows: np.ndarray) -> np.ndarray:
 def lm_head_time_s(b: ConfigBatch, logit_tokens: np.ndarray) -> np.ndarray:
     """The LM head alone for `logit_tokens` logits: roofline of its bytes against its FLOPs at
     the GEMM efficiency of that many rows (the part of `forward_time_s`'s dense GEMM a
-    layer probe does not measure)."""
+    layer probe does not measure); the kernel surface with the kernel model."""
+    if b.uses_kernels:
+        m = np.broadcast_to(np.asarray(logit_tokens, dtype=np.float64), (len(b),))
+        return interp_rows(b.kt_gemm_lm, M_LOG2, np.maximum(m, 1.0)) * (m > 0) * b.kernel_time_scale
     mem = lm_head_bytes(b) / (b.hbm_bw_bytes_per_s * b.eff_bw)
     math = lm_head_flops(b, logit_tokens) / (b.peak_flops * gemm_efficiency(b, logit_tokens))
     return roofline_time_s(mem, math, b.roofline_sharpness)
@@ -101,23 +109,28 @@ def forward_time_s(
     bw = b.hbm_bw_bytes_per_s * b.eff_bw
     q = b.roofline_sharpness
 
-    dense_mem = dense_weight_bytes(b) / bw
-    dense_math = (dense_gemm_flops(b, tokens) + lm_head_flops(b, logit_tokens)) / (
-        b.peak_flops * gemm_efficiency(b, tokens)
-    )
     touched = expected_experts_touched(b.n_experts, b.experts_per_token, tokens)
-    expert_mem = expert_weight_bytes(b, touched) / bw
-    expert_math = expert_gemm_flops(b, tokens) / (
-        b.peak_flops * gemm_efficiency(b, tokens_per_expert(b, tokens, touched))
-    )
-    gemm = roofline_time_s(dense_mem, dense_math, q) + roofline_time_s(expert_mem, expert_math, q)
-
     kv_mem = kv_read_bytes(b, decode_seqs, decode_context) / (b.hbm_bw_bytes_per_s * b.eff_kv_bw)
     attn_flops = attention_flops(b, decode_seqs, decode_context) + attention_flops(b, prefill_tokens, prefill_context)
     attn_math = attn_flops / (b.attn_peak_flops * b.eff_attention)
-    attention = roofline_time_s(kv_mem, attn_math, q)
-
-    comm = tp_communication_time_s(b, tokens)
+    dense_mem = dense_weight_bytes(b) / bw
+    expert_mem = expert_weight_bytes(b, touched) / bw
+    if b.uses_kernels:
+        dense_math = (dense_gemm_flops(b, tokens) + lm_head_flops(b, logit_tokens)) / (b.peak_flops * b.eff_gemm)
+        expert_math = expert_gemm_flops(b, tokens) / (b.peak_flops * b.eff_gemm)
+        gemm, attention, comm = _kernel_terms(
+            b, decode_seqs, decode_context, prefill_tokens, prefill_context, tokens, logit_tokens, touched
+        )
+    else:
+        dense_math = (dense_gemm_flops(b, tokens) + lm_head_flops(b, logit_tokens)) / (
+            b.peak_flops * gemm_efficiency(b, tokens)
+        )
+        expert_math = expert_gemm_flops(b, tokens) / (
+            b.peak_flops * gemm_efficiency(b, tokens_per_expert(b, tokens, touched))
+        )
+        gemm = roofline_time_s(dense_mem, dense_math, q) + roofline_time_s(expert_mem, expert_math, q)
+        attention = roofline_time_s(kv_mem, attn_math, q)
+        comm = tp_communication_time_s(b, tokens)
     overhead = (
         b.layer_overhead_s * layers_per_gpu(b) + b.step_overhead_s + b.seq_overhead_s * (decode_seqs + prefill_seqs)
     )
@@ -133,6 +146,76 @@ def forward_time_s(
         overhead_s=overhead,
         total_s=total,
     )
+
+
+def _kernel_terms(
+    b: ConfigBatch,
+    decode_seqs: np.ndarray,
+    decode_context: np.ndarray | float,
+    prefill_tokens: np.ndarray,
+    prefill_context: np.ndarray | float,
+    tokens: np.ndarray,
+    logit_tokens: np.ndarray | float,
+    touched: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gemm, attention, communication) seconds of one stage step from the kernel tables."""
+    n = len(b)
+    scale = b.kernel_time_scale
+    tokens = np.broadcast_to(tokens, (n,))
+    logits = np.broadcast_to(np.asarray(logit_tokens, dtype=np.float64), (n,))
+    gemm = interp_rows(b.kt_gemm_dense, M_LOG2, np.maximum(tokens, 1.0)) * (tokens > 0)
+    gemm = gemm + interp_rows(b.kt_gemm_lm, M_LOG2, np.maximum(logits, 1.0)) * (logits > 0)
+    if np.any(b.n_experts > 0):
+        m_e = tokens_per_expert(b, tokens, touched)
+        per_expert = interp_rows(b.kt_gemm_expert, M_LOG2, np.maximum(m_e, 1.0))
+        gemm = gemm + np.where((b.n_experts > 0) & (tokens > 0), per_expert * touched / b.ep, 0.0)
+
+    n_layers = layers_per_gpu(b)
+    sliding = b.n_sliding_layers / b.n_layers * n_layers
+    has_window = b.sliding_window > 0
+    attention = np.zeros(n)
+    decode_seqs = np.broadcast_to(decode_seqs, (n,))
+    if np.any(decode_seqs > 0):
+        ctx = np.broadcast_to(np.asarray(decode_context, dtype=np.float64), (n,))
+        kvh = np.where(b.is_mla > 0, 1.0, kv_heads_per_gpu(b))
+        bk = np.maximum(decode_seqs * kvh, 1.0)
+        full = interp_rows_2d(b.kt_decode_attn, ATT_B_LOG2, ATT_C_LOG2, bk, ctx)
+        layer_t = (n_layers - sliding) * full
+        if np.any(has_window):
+            win = interp_rows_2d(b.kt_decode_attn, ATT_B_LOG2, ATT_C_LOG2, bk, np.minimum(ctx, b.sliding_window))
+            layer_t = layer_t + sliding * np.where(has_window, win, full)
+        else:
+            layer_t = layer_t + sliding * full
+        attention = attention + np.where(decode_seqs > 0, layer_t, 0.0)
+    prefill_tokens = np.broadcast_to(prefill_tokens, (n,))
+    if np.any(prefill_tokens > 0):
+        isl = np.maximum(2.0 * np.broadcast_to(np.asarray(prefill_context, dtype=np.float64), (n,)), 1.0)
+        prompts = prefill_tokens / isl  # prompts' worth of tokens in this step (a chunk: < 1)
+        heads = b.n_heads / b.tp
+        bh = np.maximum(prompts, 1.0) * heads
+        full = interp_rows_2d(b.kt_prefill_attn, ATT_B_LOG2, ATT_C_LOG2, bh, isl)
+        if np.any(has_window):
+            win = interp_rows_2d(b.kt_prefill_attn, ATT_B_LOG2, ATT_C_LOG2, bh, np.minimum(isl, b.sliding_window))
+            win = np.where(has_window, win, full)
+        else:
+            win = full
+        layer_t = ((n_layers - sliding) * full + sliding * win) * np.minimum(prompts, 1.0)
+        attention = attention + np.where(prefill_tokens > 0, layer_t, 0.0)
+
+    msg = tokens * b.hidden * 2.0
+    ar_kernel = interp_rows(b.kt_allreduce, MSG_LOG2, np.maximum(msg, 1.0)) * scale
+    ar = np.where((b.tp > 1) & (tokens > 0), ar_kernel + b.allreduce_overhead_s, 0.0)
+    moe_layers = b.n_moe_layers / b.n_layers * n_layers
+    use_a2a = (b.ep > 1) & (b.n_experts > 0)
+    if np.any(use_a2a):
+        a2a = alltoall_time_s(
+            msg * b.experts_per_token, b.ep, b.link_bw_bytes_per_s, b.eff_link, b.allreduce_latency_s
+        ) + np.where(b.ep > 1, b.allreduce_overhead_s, 0.0)
+        mlp = (n_layers - moe_layers) * ar + moe_layers * np.where(use_a2a, 2.0 * a2a, ar)
+    else:
+        mlp = n_layers * ar
+    comm = n_layers * ar + mlp
+    return gemm * scale, attention * scale, comm
 
 
 def decode_step_time_s(b: ConfigBatch, batch: np.ndarray, context: np.ndarray) -> StepTime:

@@ -1,6 +1,7 @@
 """Benchmark the vectorized cost model: configurations/s, per-row baseline and peak memory.
 
     python scripts/bench_model.py [--n N] [--chunk C] [--loop-sample S] [--json OUT] [--profile]
+        [--kernel-model [ENGINE]]
 
 Generates random configurations (several catalog models x GPUs x weight formats, random
 tp / pp / batch / isl / osl) block by block, so the generator never holds more than one block,
@@ -11,6 +12,9 @@ and measures in one process, single-threaded:
   (c) the speedup (a) / (b),
   (d) peak resident memory (ru_maxrss, MB) after N rows and after 5 x N further rows, to show
       that chunked evaluation keeps memory bounded.
+
+With --kernel-model, (e) the same vectorized pass with the kernel model (objectives/kernel_timing.py,
+kernel records of ENGINE, default trtllm) and its rate as a ratio of (a), measured in the same run.
 
 Targets: >= 1,000,000 configurations/s on one core and peak RSS < 1 GB. The rate is judged on
 CPU seconds of the single evaluating thread (the core's own time), which a busy shared machine
@@ -62,7 +66,7 @@ def peak_rss_mb() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def templates() -> ConfigBatch:
+def templates(efficiency: object | None = None) -> ConfigBatch:
     """One row per (model, GPU, weights, tp, pp): every field except the load (batch/isl/osl).
 
     Built with `build_batch` per (model, GPU, weights) group and concatenated; combinations the
@@ -76,7 +80,7 @@ def templates() -> ConfigBatch:
             gpu = get_accelerator(g)
             for w in WEIGHTS:
                 try:
-                    groups.append(build_batch(spec, gpu, weights=w, tp=tp, pp=pp))
+                    groups.append(build_batch(spec, gpu, weights=w, tp=tp, pp=pp, efficiency=efficiency))  # type: ignore[arg-type]
                 except ValueError:
                     continue
     return concat(groups)
@@ -161,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one chunk")
+    parser.add_argument(
+        "--kernel-model",
+        nargs="?",
+        const="trtllm",
+        default=None,
+        help="also time the kernel model of ENGINE and print its rate / the default's",
+    )
     args = parser.parse_args(argv)
     block = args.chunk * args.block_chunks
 
@@ -205,6 +216,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary_n.min_usd_per_million_tokens:.4g}, {summary_n.max_tokens_per_s_per_gpu:,.0f}",
         ),
     ]
+    kernel_figures = None
+    if args.kernel_model:
+        from objectives.efficiency import EfficiencyModel
+
+        ktable = templates(EfficiencyModel.kernel_default(args.kernel_model))
+        evaluate(next(random_blocks(ktable, args.chunk, args.chunk, args.seed + 1)))
+        kvec = vectorized_pass(ktable, args.n, args.chunk, block, args.seed, SweepSummary())
+        krate_cpu = kvec["n"] / kvec["eval_cpu_s"]
+        kernel_figures = {**kvec, "rate_cpu": krate_cpu, "ratio_to_default": krate_cpu / rate_cpu}
+        rows.append(
+            (
+                f"(e) kernel model ({args.kernel_model}), N={args.n:,}",
+                f"{krate_cpu:,.0f} cfg/s CPU = {krate_cpu / rate_cpu:.2f} x the default model in this run",
+            )
+        )
+        rows.append(("    peak RSS after (e)", f"{peak_rss_mb():,.1f} MB"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -236,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary_n": summary_n.as_dict(),
             "summary_5n": summary_5n.as_dict(),
             "targets": {"rate": TARGET_RATE, "rss_mb": TARGET_RSS_MB},
+            "kernel_model": kernel_figures,
             "pass": verdict == "PASS",
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,12 +1,16 @@
 """Fit the global serving parameters of the cost model and write them into the data file.
 
     python scripts/fit_efficiency.py --measurements ../shared/reference/measurements.public.jsonl \
-        [--train-version "TensorRT-LLM v0.14.0"] [--write]
+        [--train-version "TensorRT-LLM v0.14.0"] [--write] [--kernels [ENGINE]]
 
 Fits only on the rows of one framework version (default v0.14.0) and reports the error on
 those rows (in sample) and on every other row (held out), before and after. With --write, the
 fitted values, the date and the errors replace the `serving` / `fit` sections at the end of
 objectives/data/efficiency.yaml.
+
+With --kernels, fits instead the five end-to-end parameters of the kernel model
+(objectives/kernel_timing.py: kernel_time_scale, layer/step/seq overheads, runtime reserve) for
+ENGINE (default trtllm) and, with --write, writes them to objectives/data/kernel_serving.yaml.
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-version", default="TensorRT-LLM v0.14.0")
     parser.add_argument("--max-evals", type=int, default=1200)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--kernels", nargs="?", const="trtllm", default=None, help="fit the kernel model of ENGINE")
     args = parser.parse_args(argv)
+    if args.kernels:
+        return fit_kernel_model(args)
 
     rows = load_measurements(args.measurements)
     train = [r for r in rows if r.get("version") == args.train_version]
@@ -83,6 +90,104 @@ def main(argv: list[str] | None = None) -> int:
                 s = rep[name]
                 lines.append(
                     f"  {name}_{label}: {{n: {s['n']}, median_ape: {s['median_ape']}, "
+                    f"p90_ape: {s['p90_ape']}, within_20pct: {s['within_20pct']}}}"
+                )
+        path.write_text(head + "\n".join(lines) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+KERNEL_BOUNDS = {
+    "kernel_time_scale": (0.5, 1.5),
+    "allreduce_overhead_s": (1e-7, 2e-4),
+    "layer_overhead_s": (1e-7, 2e-4),
+    "step_overhead_s": (1e-5, 2e-2),
+    "seq_overhead_s": (1e-8, 2e-5),
+}
+KERNEL_NOTES = {
+    "kernel_time_scale": "kernel times of the release predicted vs the collection release (TensorRT-LLM 1.3.0rc20)",
+    "layer_overhead_s": "seconds per layer per step (launches, norms, rotary); not a fraction",
+    "step_overhead_s": "seconds per step on the host (scheduling, sampling launch); not a fraction",
+    "seq_overhead_s": "seconds per sequence per step on the host (sampling, detokenization); not a fraction",
+    "allreduce_overhead_s": "seconds per TP all-reduce / EP all-to-all beyond the measured kernel (sync, launch)",
+}
+
+
+def fit_kernel_model(args: argparse.Namespace) -> int:
+    """Fit the kernel model's five parameters on the training version's rows only."""
+    import copy
+
+    import numpy as np
+
+    from search.calibration import build_rows, log_error, nelder_mead, predict_batch
+
+    rows = load_measurements(args.measurements)
+    train = [r for r in rows if r.get("version") == args.train_version]
+    held = [r for r in rows if r.get("version") != args.train_version]
+    base = EfficiencyModel.kernel_default(args.kernels)
+    names = tuple(KERNEL_BOUNDS)
+
+    def model_with(values: dict[str, float]) -> EfficiencyModel:
+        data = copy.deepcopy(base.data)
+        for k, v in values.items():
+            data["kernels"]["params"][k] = {"value": float(v), "source": "fitted"}
+        return EfficiencyModel(data)
+
+    def report(model: EfficiencyModel, label: str) -> dict:
+        out = {}
+        for name, part in (("train", train), ("held_out", held), ("all", rows)):
+            preds, skipped = predict(part, model)
+            out[name] = s = summarize(preds, skipped)
+            print(
+                f"{label:>7} {name:<9} n={s['n']:>4} median {s['median_ape']}%  p90 {s['p90_ape']}%  "
+                f"within20 {s['within_20pct']}%"
+            )
+        return out
+
+    before = report(base, "before")
+    used, _, _ = build_rows(train, base)
+    measured = np.array([float(r["value"]) for r in used])
+    lo = np.log([KERNEL_BOUNDS[n][0] for n in names])
+    hi = np.log([KERNEL_BOUNDS[n][1] for n in names])
+
+    def values_of(x: np.ndarray) -> dict[str, float]:
+        return dict(zip(names, np.exp(np.clip(x, lo, hi)).tolist(), strict=True))
+
+    def loss(x: np.ndarray) -> float:
+        penalty = float(np.sum(np.maximum(x - hi, 0) + np.maximum(lo - x, 0)))
+        _, batch, _ = build_rows(used, model_with(values_of(x)))
+        pred, _ = predict_batch(used, batch)  # type: ignore[arg-type]
+        return log_error(pred, measured) + penalty
+
+    x0 = np.log([base.kernel_params[n] for n in names])
+    l0 = loss(x0)
+    x, fx = nelder_mead(loss, x0, max_evals=args.max_evals // 2)
+    x, fx = nelder_mead(loss, x, step=0.1, max_evals=args.max_evals // 2)
+    fitted = values_of(x)
+    after = report(model_with(fitted), "after")
+    print(f"loss {l0:.4f} -> {fx:.4f}")
+    for k, v in fitted.items():
+        print(f"  {k:<24} {v:.6g}")
+    if args.write:
+        today = dt.date.today().isoformat()
+        src = f"fitted by scripts/fit_efficiency.py --kernels on the {len(train)} {args.train_version} rows, {today}"
+        path = ROOT / "objectives" / "data" / "kernel_serving.yaml"
+        text = path.read_text()
+        head = text[: text.index("kernels:\n")]
+        lines = ["kernels:", f"  engine: {args.kernels}", "  params:"]
+        for k, v in fitted.items():
+            lines.append(f'    {k}: {{value: {v:.6g}, source: "{src}", note: "{KERNEL_NOTES[k]}"}}')
+        for k, entry in base.data["kernels"]["params"].items():
+            if k not in fitted:  # kept as it was, with its own source
+                lines.append(f'    {k}: {{value: {entry["value"]:.6g}, source: "{entry["source"]}"}}')
+        lines.append("  fit:")
+        lines.append(f'    date: "{today}"')
+        lines.append(f'    train: "{args.train_version} rows of shared/reference/measurements.public.jsonl"')
+        for name in ("train", "held_out", "all"):
+            for label, rep in (("before", before), ("after", after)):
+                s = rep[name]
+                lines.append(
+                    f"    {name}_{label}: {{n: {s['n']}, median_ape: {s['median_ape']}, "
                     f"p90_ape: {s['p90_ape']}, within_20pct: {s['within_20pct']}}}"
                 )
         path.write_text(head + "\n".join(lines) + "\n")

@@ -1,12 +1,21 @@
 """Predict every row of a measurement file and report the error.
 
     python scripts/validate.py --measurements ../shared/reference/measurements.public.jsonl \
-        [--summary-json OUT] [--calibration FILE] [--quiet]
+        [--summary-json OUT] [--calibration FILE] [--kernel-model [ENGINE]] [--quiet]
+    python scripts/validate.py --kernels [--kernel-dir DIR]
 
 Prints predicted vs measured per row, the error by framework version, GPU and model, then the
 median and 90th-percentile absolute percentage error, the share within +-20 %, and the skipped
 rows with their reasons. --summary-json writes {"n", "skipped", "median_ape", "p90_ape",
 "within_20pct"} (plus the same per version under "by_version").
+
+--kernel-model predicts with the kernel model (objectives/kernel_timing.py: GEMM, attention and
+all-reduce from the kernel records of ENGINE, default trtllm) instead of the default model.
+
+--kernels prints, for every kernel record (objectives/data/kernels/), its error against the
+database rows it summarizes (median / p90 |predicted / measured - 1|, as fitted by
+`servesweep kernels import`) per GPU, op and dtype, checks the rows each record keeps verbatim,
+and counts the records that meet the targets (median <= 5 %, p90 <= 15 %).
 """
 
 from __future__ import annotations
@@ -25,13 +34,26 @@ from search.calibration import load_measurements, predict, summarize
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--measurements", required=True, type=Path)
+    parser.add_argument("--measurements", type=Path)
+    parser.add_argument("--kernels", action="store_true", help="report the kernel surfaces' fit errors")
+    parser.add_argument("--kernel-dir", type=Path, help="kernel record directory (default: the shipped one)")
+    parser.add_argument(
+        "--kernel-model", nargs="?", const="trtllm", default=None, help="predict with the kernel model of ENGINE"
+    )
     parser.add_argument("--summary-json", type=Path)
     parser.add_argument("--calibration", type=Path, help="calibration record (JSON or YAML) to apply")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
     args = parser.parse_args(argv)
+    if args.kernels:
+        return kernel_report(args.kernel_dir)
+    if args.measurements is None:
+        parser.error("--measurements is required (or --kernels)")
 
     efficiency = default_efficiency()
+    if args.kernel_model:
+        from objectives.efficiency import EfficiencyModel
+
+        efficiency = EfficiencyModel.kernel_default(args.kernel_model)
     if args.calibration:
         import yaml
 
@@ -73,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(predictions, skipped)
     summary["by_version"] = {name: summarize(preds) for name, preds in sorted(groups["version"].items())}
     summary["efficiency_basis"] = "calibration " + args.calibration.name if args.calibration else "defaults"
+    if args.kernel_model:
+        summary["efficiency_basis"] += f"; kernel model {args.kernel_model}"
     print(f"\nrows predicted: {summary['n']}   skipped: {summary['skipped']}")
     print(
         f"median absolute error: {summary['median_ape']}%   p90: {summary['p90_ape']}%   "
@@ -82,6 +106,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  skipped {row.get('id', '?')} ({row.get('model')}, {row.get('gpu')}): {reason}")
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def kernel_report(directory: Path | None) -> int:
+    """Each kernel record's fit error per GPU, op and dtype, and the share meeting the targets."""
+    from objectives.kernels import KernelLibrary
+
+    lib = KernelLibrary.from_dir(directory)
+    if not lib.records:
+        print("no kernel records")
+        return 1
+    print(
+        f"{'gpu':<14} {'engine':<18} {'op':<22} {'dtype':<18} {'rows':>6} {'median':>7} {'p90':>7} "
+        f"{'sample':>7}  target"
+    )
+    met = 0
+    by_op: dict[str, list] = defaultdict(list)
+    for r in sorted(lib.records, key=lambda r: (r.gpu, r.engine, r.op, r.dtype)):
+        f = r.fit
+        ok = f["median_abs_error"] <= 0.05 and f["p90_abs_error"] <= 0.15
+        met += ok
+        by_op[r.op].append(ok)
+        sample = r.sample_errors()
+        print(
+            f"{r.gpu:<14} {r.engine + '-' + r.engine_version:<18} {r.op:<22} {r.dtype:<18} {f['rows']:>6} "
+            f"{f['median_abs_error']:>7.1%} {f['p90_abs_error']:>7.1%} "
+            f"{(sample.max() if sample.size else float('nan')):>7.1%}  {'ok' if ok else 'MISSED'}"
+        )
+    print("\nby op (records meeting median <= 5 % and p90 <= 15 %):")
+    for op, oks in sorted(by_op.items()):
+        print(f"  {op:<22} {sum(oks):>3} / {len(oks):<3}")
+    print(f"\nrecords: {len(lib.records)}   meeting the targets: {met}")
     return 0
 
 

@@ -6,6 +6,15 @@ published or a user's measurements.
 from search._exports import lazy_exports
 
 _EXPORTS = {
+    "KernelImportError": "kernel_import",
+    "Source": "kernel_import",
+    "import_records": "kernel_import",
+    "installed_source": "kernel_import",
+    "write_library": "kernel_import",
+    "build_rows": "validation",
+    "predict_batch": "validation",
+    "log_error": "fitting",
+    "nelder_mead": "fitting",
     "BOUNDS": "fitting",
     "CPU_ID": "probes",
     "ProbeUnavailableError": "probes",

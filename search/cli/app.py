@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from search.cli import calibrate, catalog, probe, serve, simulate, sweeps
+from search.cli import calibrate, catalog, kernels, probe, serve, simulate, sweeps
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Find the cheapest fast ways to serve a large language model."
 )
-for _group in (catalog, calibrate, sweeps, simulate, probe, serve):
+for _group in (catalog, calibrate, sweeps, simulate, probe, kernels, serve):
     _group.register(app)
 
 

@@ -82,9 +82,7 @@ class AnalyticEvaluator:
         price = np.full(len(rows), self.price_per_gpu_hour(gpu_id))
         return b, price
 
-    def configuration_batch(
-        self, ids: np.ndarray
-    ) -> tuple[ConfigBatch, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def configuration_batch(self, ids: np.ndarray) -> tuple[ConfigBatch, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The data path's arrow space -> configuration batch: configuration ids decoded into one
         `ConfigBatch` (rows grouped by accelerator, weights and KV dtype, so each group is one
         `build_batch` call), with each row's $/GPU-hour, the grouping order (batch row k is
