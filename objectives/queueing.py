@@ -41,7 +41,9 @@ convention). Assumptions, in order of use:
       E[(N - slots)+] draining at slots / residence departures per second;
    c. the step in progress: with steps running, an arrival waits for the next step (the
       residual of a length-biased step) and shares that step with the prompts arriving
-      meanwhile, as far as its last chunk leaves budget.
+      meanwhile, as far as its last chunk leaves budget. Renewal arrivals bring
+      (ca^2 - 1) / 2 burst-mates right after an arrival (E[N(t)] ~ rate t + (ca^2 - 1) / 2
+      from an arrival epoch): they share its step and queue behind its prefill (5., V0).
 5. TPOT tail. A request of y tokens needs w0 = (y - 1) * t_decode of decode steps; the prompts
    queued behind its own prefill (work V0) and those arriving while it decodes insert their
    delta(X), as do those arriving during the insertions: its decode lasts the busy period of an
@@ -387,7 +389,7 @@ def latency_at_load(
         t_dec = _interp(table.decode_s, np.clip(n / np.maximum(slots - 1.0, 1e-9), 0.0, 1.0))
         gap = np.maximum(1.0 - phi, 1e-12)
         # decode time: its own steps and the prompts that queued behind its prefill (V0)
-        v0 = lam * _interp(prefill_mean, n / slots) * d_mean
+        v0 = (lam * _interp(prefill_mean, n / slots) + max(ca2 - 1.0, 0.0) / 2.0) * d_mean
         new = lam * ((ey - 1.0) * t_dec + v0) / gap
         over = (phi >= 1.0) | (new > slots)
         n = np.minimum(new, slots)
@@ -451,7 +453,11 @@ def latency_at_load(
     share_mixed = np.clip(lam * step_mixed, 0.0, 1.0)  # time share of steps carrying a prompt
     step2 = share_mixed * _expect(b_q**2, wx) / np.maximum(step_mixed, 1e-300) + (1.0 - share_mixed) * t_dec
     busy = 1.0 - np.exp(-(n + lam * step_mixed))
-    cobatched = np.minimum(xin.mean * lam * step2, _interp(table.spare_tokens, u_n))  # (Q, N)
+    # renewal arrivals: an arrival is followed at once by (ca^2 - 1) / 2 more than the rate says
+    # (E[N(t)] ~ rate t + (ca^2 - 1) / 2 from an arrival epoch): burst-mates share its step and
+    # queue behind it
+    mates = max(ca2 - 1.0, 0.0) / 2.0
+    cobatched = np.minimum(xin.mean * (lam * step2 + mates), _interp(table.spare_tokens, u_n))  # (Q, N)
     cobatched_s = _expect(cobatched, wx) * _interp(table.marginal_s, u_n)
     pi_r = busy
     theta_r = np.maximum(step2 / 2.0 + cobatched_s, 1e-12)
@@ -474,8 +480,9 @@ def latency_at_load(
     md = _expect(d_q, wx)
     vd = np.maximum(_expect(d_q**2, wx) - md * md, 0.0)
     sojourn = wait_mean + et0
-    v0m = lam * sojourn * md
-    v0v = lam * sojourn * (vd + md * md) + (lam * md) ** 2 * (wait_var + vt0)
+    behind = lam * sojourn + mates  # prompts queued behind its prefill
+    v0m = behind * md
+    v0v = behind * (vd + ca2 * md * md) + (lam * md) ** 2 * (wait_var + vt0)
     mu = lam * (w0 + sojourn)
     p0 = np.power(1.0 / ca2, mu / (ca2 - 1.0)) if ca2 > 1.0 else np.exp(-mu)
     e1 = (w0 * phi + v0m) / gap

@@ -1,6 +1,7 @@
 """Check the queueing-aware analytic latencies (objectives.queueing) against the simulator.
 
-    python scripts/validate_queueing.py [--requests N] [--seed S] [--quick] [--json OUT]
+    python scripts/validate_queueing.py [--requests N] [--seed S] [--quick] [--cv CV]
+                                        [--workloads chat,rag,...] [--json OUT]
 
 For every case of the grid — models (dense 8B, dense 70B, MoE) x GPUs x workloads x
 utilizations 0.3 ... 0.9 of the replica's capacity — one replica serves a seeded Poisson
@@ -9,7 +10,8 @@ and the analytic model predicts p50 / p99 TTFT and TPOT at the same per-replica 
 per utilization band, the median and max relative error of p99 TTFT and p99 TPOT, the worst
 optimistic error (analytic below the simulator), and whether the targets of issue 13 hold
 (within 15% up to utilization 0.8, never optimistic by more than 25%); then every case.
-`--quick` runs a smaller grid (one GPU per model).
+`--quick` runs a smaller grid (one GPU per model); `--cv` replaces Poisson arrivals with gamma
+inter-arrival times of that coefficient of variation (in the simulator and in the model).
 """
 
 from __future__ import annotations
@@ -51,7 +53,16 @@ TARGET_OPTIMISTIC = 0.25
 
 
 def run_case(
-    model: str, gpu: str, weights: str, kv: str, tp: int, workload: str, utilization: float, requests: int, seed: int
+    model: str,
+    gpu: str,
+    weights: str,
+    kv: str,
+    tp: int,
+    workload: str,
+    utilization: float,
+    requests: int,
+    seed: int,
+    cv: float = 1.0,
 ) -> dict:
     """One replica at `utilization` of its capacity: the analytic and simulated percentiles."""
     w = get_preset(workload)
@@ -67,8 +78,9 @@ def run_case(
     )
     table = ReplicaTable.build(b, w.input_tokens, w.output_tokens)
     rate = utilization * float(table.capacity_per_s[0])
-    a = latency_at_load(table, rate, percentiles=(50.0, 99.0))
-    reqs = sample_requests(w, requests, rate_per_s=rate, seed=seed)
+    a = latency_at_load(table, rate, percentiles=(50.0, 99.0), arrival_cv=cv)
+    process = "poisson" if cv == 1.0 else "gamma"
+    reqs = sample_requests(w, requests, rate_per_s=rate, process=process, cv=cv, seed=seed)
     res = simulate_config(b, reqs.arrival_s, reqs.input_tokens, reqs.output_tokens)
     return {
         "model": model,
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="one GPU per model")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--cv", type=float, default=1.0, help="inter-arrival cv (1: Poisson; else gamma)")
     ap.add_argument("--json", type=Path, default=None, help="also write every case to this file")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -139,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         for gpu, tp in items:
             for workload in args.workloads.split(","):
                 for u in UTILIZATIONS:
-                    cases.append(run_case(model, gpu, weights, kv, tp, workload, u, args.requests, args.seed))
+                    cases.append(run_case(model, gpu, weights, kv, tp, workload, u, args.requests, args.seed, args.cv))
     lines, ok = band_table(cases)
     print(
-        f"queueing model vs simulator: {len(cases)} cases, {args.requests} Poisson requests each, "
+        f"queueing model vs simulator: {len(cases)} cases, {args.requests} requests each "
+        f"({'Poisson' if args.cv == 1.0 else f'gamma arrivals, cv {args.cv:g}'}), "
         f"{time.perf_counter() - t0:.0f} s"
     )
     print("relative error (analytic / simulated - 1) of p99 latencies; optimistic = analytic below the simulator")
