@@ -588,7 +588,7 @@ def _concat(parts: Sequence[QueueingLatency]) -> QueueingLatency:
 # ---------------------------------------------------------------- headroom: replicas for the SLOs
 
 
-def _slo_triple(slo: Any) -> tuple[str, float, float]:
+def slo_triple(slo: Any) -> tuple[str, float, float]:
     """(metric, max_s, percentile) of an SLO object (metric / max_s / percentile attributes)
     or a (metric, max_s[, percentile]) tuple; the percentile defaults to 50."""
     if isinstance(slo, tuple | list):
@@ -620,7 +620,7 @@ def max_utilization(
     cap = float(default_target_utilization(slos) if target_utilization is None else target_utilization)
     if not 0.0 < cap <= 1.0:
         raise ValueError(f"target_utilization must be in (0, 1], got {cap}")
-    triples = [_slo_triple(s) for s in slos]
+    triples = [slo_triple(s) for s in slos]
     n_cfg = table.slots.shape[0]
     if not triples:
         return np.full(n_cfg, cap), np.ones(n_cfg, dtype=bool)
@@ -674,7 +674,7 @@ def size_replicas(
     """Replicas so that every SLO percentile holds at `rate_per_s` (the whole fleet's rate):
     ceil(rate / (u * capacity)) with u = `max_utilization`, at least one; where the SLOs cannot
     hold at any load the fleet is sized at the target utilization (and its latencies say so)."""
-    pcts = sorted({float(p) for p in percentiles} | {_slo_triple(s)[2] for s in slos})
+    pcts = sorted({float(p) for p in percentiles} | {slo_triple(s)[2] for s in slos})
     rate = np.broadcast_to(np.asarray(rate_per_s, dtype=np.float64), (len(b),))
     parts: list[tuple[np.ndarray, ...]] = []
     lats: list[QueueingLatency] = []
