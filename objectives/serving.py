@@ -200,6 +200,7 @@ def evaluate(
     input_lengths: Any = None,
     output_lengths: Any = None,
     arrival_cv: float = 1.0,
+    dispatch: queueing.Dispatch = queueing.DEFAULT_DISPATCH,
 ) -> ServingMetrics:
     """Metrics of each configuration at its own `b.batch` concurrency.
 
@@ -212,7 +213,8 @@ def evaluate(
     gives the latencies: ttft_s / tpot_s / e2e_s at `latency_percentile` (one for all, or per
     metric; default: each SLO's percentile, else 50), for lengths `input_lengths` /
     `output_lengths` (workloads.LengthDistribution or anything `queueing.LengthNodes.of` takes;
-    default fixed at b.isl / b.osl) arriving with inter-arrival cv `arrival_cv`. Without fixed
+    default fixed at b.isl / b.osl) arriving with inter-arrival cv `arrival_cv`, split over the
+    replicas by `dispatch` (`queueing.replica_arrival_cv`; default least-loaded). Without fixed
     `replicas` the fleet is `queueing.size_replicas`: the fewest replicas whose per-replica
     rate meets every SLO percentile and stays at or under `target_utilization` of capacity
     (default `queueing.default_target_utilization()`, 0.8). Costs follow from those replicas.
@@ -269,6 +271,7 @@ def evaluate(
             inputs=input_lengths if input_lengths is not None else queueing.LengthNodes.of(float(np.mean(isl))),
             outputs=output_lengths if output_lengths is not None else queueing.LengthNodes.of(float(np.mean(osl))),
             arrival_cv=arrival_cv,
+            dispatch=dispatch,
         )
         ttft_s, tpot_s, e2e_s, utilization, load_batch, fleet = q
         if replicas is None:
@@ -325,6 +328,7 @@ def _under_load(
     inputs: Any,
     outputs: Any,
     arrival_cv: float,
+    dispatch: queueing.Dispatch,
 ) -> tuple[np.ndarray, ...]:
     """Queueing-aware (ttft, tpot, e2e, utilization, load batch, replicas) of the feasible rows
     of `b` (b.batch: the scheduler's cap); the other rows get NaN latencies and one replica."""
@@ -345,8 +349,9 @@ def _under_load(
     sub = b.take(rows)
     if replicas is not None:
         fleet = np.broadcast_to(np.asarray(replicas, dtype=np.float64), (n,))[rows]
+        cv = queueing.replica_arrival_cv(arrival_cv, fleet, dispatch)
         lat = queueing.queueing_latency(
-            sub, rate[rows] / fleet, inputs, outputs, percentiles=set(pct.values()), arrival_cv=arrival_cv
+            sub, rate[rows] / fleet, inputs, outputs, percentiles=set(pct.values()), arrival_cv=cv
         )
     else:
         room = queueing.size_replicas(
@@ -357,6 +362,7 @@ def _under_load(
             slos=slos,
             target_utilization=target_utilization,
             arrival_cv=arrival_cv,
+            dispatch=dispatch,
             percentiles=set(pct.values()),
         )
         fleet, lat = room.replicas, room.latency

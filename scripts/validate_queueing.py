@@ -10,6 +10,10 @@ and the analytic model predicts p50 / p99 TTFT and TPOT at the same per-replica 
 per utilization band, the median and max relative error of p99 TTFT and p99 TPOT, the worst
 optimistic error (analytic below the simulator), and whether the targets of issue 13 hold
 (within 15% up to utilization 0.8, never optimistic by more than 25%); then every case.
+Then the fleet check of issue 13's question (Llama-3.3-70B, RAG lengths, 20 requests/s, p99
+TTFT <= 2 s; H100 / H200 / B200 / MI300X, fp8, TP 1-8, batch cap 32-256): per GPU, the
+cheapest configuration whose replicas `objectives.serving.evaluate` sizes for the SLO (headroom,
+least-loaded dispatch), replayed as that fleet in the simulator (`--no-fleet` skips it).
 `--quick` runs a smaller grid (one GPU per model); `--cv` replaces Poisson arrivals with gamma
 inter-arrival times of that coefficient of variation (in the simulator and in the model).
 """
@@ -35,6 +39,7 @@ from objectives.accelerators import get_accelerator  # noqa: E402
 from objectives.batch import build_batch  # noqa: E402
 from objectives.models import load_model  # noqa: E402
 from objectives.queueing import ReplicaTable, latency_at_load  # noqa: E402
+from objectives.serving import evaluate  # noqa: E402
 from objectives.simulator import simulate_config  # noqa: E402
 from workloads.arrivals import sample_requests  # noqa: E402
 from workloads.presets import get_preset  # noqa: E402
@@ -136,6 +141,51 @@ def band_table(cases: list[dict]) -> tuple[list[str], bool]:
     return lines, ok
 
 
+def fleet_check(requests: int, seed: int) -> tuple[list[str], bool]:
+    """The issue's RAG question: per GPU, the cheapest modelled fleet meeting p99 TTFT <= 2 s,
+    simulated with least-loaded dispatch."""
+    w = get_preset("rag")
+    rate, target = 20.0, 2.0
+    slos = [("ttft", target, 99.0)]
+    model = load_model("meta-llama/Llama-3.3-70B-Instruct")
+    reqs = sample_requests(w, requests, rate_per_s=rate, seed=seed)
+    lines, ok = [], True
+    for gpu in ("H100-SXM", "H200-SXM", "B200", "MI300X"):
+        b = build_batch(
+            model,
+            get_accelerator(gpu),
+            weights="fp8",
+            kv_cache="fp8",
+            tp=np.repeat([1, 2, 4, 8], 4),
+            batch=np.tile([32, 64, 128, 256], 4),
+            isl=w.isl,
+            osl=w.osl,
+        )
+        m = evaluate(
+            b,
+            arrival_rate_per_s=rate,
+            slos=slos,
+            input_lengths=w.input_tokens,
+            output_lengths=w.output_tokens,
+            max_position_embeddings=model.max_position_embeddings,
+        )
+        meets = m.feasible & (m.ttft_s <= target)
+        if not meets.any():
+            lines.append(f"{gpu:<9} no configuration meets p99 TTFT <= {target} s")
+            continue
+        i = int(np.argmin(np.where(meets, m.usd_per_hour, np.inf)))
+        replicas = int(m.replicas[i])
+        res = simulate_config(b, reqs.arrival_s, reqs.input_tokens, reqs.output_tokens, row=i, replicas=replicas)
+        sim = res.percentile("ttft", 99)
+        ok &= sim <= target
+        lines.append(
+            f"{gpu:<9} TP{int(b.tp[i])} batch<={int(b.batch[i]):<4} {replicas:>3} replicas "
+            f"({replicas * int(b.tp[i]):>3} GPUs, ${m.usd_per_hour[i]:>5.0f}/h) utilization {m.utilization[i]:.2f} | "
+            f"p99 TTFT model {m.ttft_s[i]:.2f} s, simulated {sim:.2f} s {'meets' if sim <= target else 'MISSES'}"
+        )
+    return lines, ok
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=6000)
@@ -143,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one GPU per model")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--cv", type=float, default=1.0, help="inter-arrival cv (1: Poisson; else gamma)")
+    ap.add_argument("--no-fleet", action="store_true", help="skip the fleet check")
     ap.add_argument("--json", type=Path, default=None, help="also write every case to this file")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -178,6 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{rel_error(c, 'ttft_p99'):>+7.1%} | {1e3 * a['tpot_p99']:>9.2f}/{1e3 * s['tpot_p99']:<9.2f} "
             f"{rel_error(c, 'tpot_p99'):>+7.1%}"
         )
+    if not args.no_fleet:
+        fleet, fleet_ok = fleet_check(args.requests, args.seed)
+        print()
+        print(
+            "fleet check: Llama-3.3-70B, RAG lengths, 20 requests/s, p99 TTFT <= 2 s; cheapest modelled fleet per GPU,"
+        )
+        print("replayed in the simulator with least-loaded dispatch")
+        print("\n".join(fleet))
+        print(f"every modelled pick meets the SLO in the simulator: {'yes' if fleet_ok else 'NO'}")
     if args.json:
         args.json.write_text(json.dumps({"cases": cases, "targets_met": ok}, indent=1))
     return 0

@@ -16,6 +16,7 @@ from objectives.queueing import (
     capacity_per_s,
     latency_at_load,
     queueing_latency,
+    replica_arrival_cv,
     size_replicas,
 )
 from objectives.serving import evaluate
@@ -152,7 +153,10 @@ def test_replicas_sized_with_headroom_meet_the_slos_in_the_simulator():
     assert replicas >= np.ceil(rate / float(capacity_per_s(b)[0]))  # never fewer than at 100%
     assert room.latency.at("ttft", 99.0)[0] <= 0.25 and room.latency.at("tpot", 99.0)[0] <= 0.02
     # one replica fewer misses the model's targets (the sizing is tight) ...
-    fewer = queueing_latency(b, rate / (replicas - 1), w.input_tokens, w.output_tokens, percentiles=(99.0,))
+    cv = replica_arrival_cv(1.0, replicas - 1, "least_loaded")
+    fewer = queueing_latency(
+        b, rate / (replicas - 1), w.input_tokens, w.output_tokens, percentiles=(99.0,), arrival_cv=cv
+    )
     assert fewer.overloaded[0] or fewer.at("ttft", 99.0)[0] > 0.25 or fewer.at("tpot", 99.0)[0] > 0.02
     # ... and the sized fleet meets them in the simulator (least-loaded dispatch)
     reqs = sample_requests(w, 8000, rate_per_s=rate, seed=3)
@@ -182,9 +186,22 @@ def test_evaluate_under_load_and_unchanged_without_it():
     assert np.all(loaded.usd_per_hour[feasible] >= plain.usd_per_hour[feasible])
     # fixed replicas: latencies at rate / replicas; a per-metric percentile
     fixed = evaluate(b, arrival_rate_per_s=20.0, replicas=np.full(3, 40.0), latency_percentile={"ttft": 90, "tpot": 50})
-    lat = queueing_latency(b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(50.0, 90.0))
+    smooth = replica_arrival_cv(1.0, 40.0, "least_loaded")  # the default dispatch: cv^2 = 1 / 40
+    lat = queueing_latency(b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(50.0, 90.0), arrival_cv=smooth)
     assert np.allclose(fixed.ttft_s, lat.at("ttft", 90.0)) and np.allclose(fixed.tpot_s, lat.at("tpot", 50.0))
     assert np.array_equal(fixed.replicas, np.full(3, 40.0))
+    split = evaluate(b, arrival_rate_per_s=20.0, replicas=np.full(3, 40.0), latency_percentile=90, dispatch="random")
+    poisson = queueing_latency(b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(90.0,))
+    assert np.allclose(split.ttft_s, poisson.at("ttft", 90.0)) and np.all(split.ttft_s > fixed.ttft_s)
+
+
+def test_dispatch_smooths_each_replicas_arrivals():
+    assert replica_arrival_cv(1.0, 7, "random") == pytest.approx(1.0)  # thinned Poisson is Poisson
+    assert replica_arrival_cv(2.0, 4, "random") == pytest.approx(np.sqrt(1 + 3 / 4))
+    assert replica_arrival_cv(1.0, 4, "round_robin") == pytest.approx(0.5)  # Erlang-4 gaps
+    assert replica_arrival_cv(1.0, 0.3, "least_loaded") == pytest.approx(1.0)  # under one replica
+    with pytest.raises(ValueError, match="dispatch"):
+        replica_arrival_cv(1.0, 2, "fastest")  # type: ignore[arg-type]
 
 
 def test_length_nodes_accept_numbers_pairs_and_distributions():
