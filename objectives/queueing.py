@@ -83,7 +83,7 @@ WATERMARK_FRACTION = 0.01  # KV cache the scheduler keeps free
 # between is linear interpolation (step times are close to affine in the batch).
 _BATCH_FRACTIONS = np.array([0.0, 1 / 64, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0])
 _FIXED_POINT_ITERATIONS = 60
-_BISECTIONS = 30
+_BISECTIONS = 26
 _CHUNK_CONFIGS = 2048  # configurations per table (bounds the (grid, nodes, configs) arrays)
 DEFAULT_TARGET_UTILIZATION = 0.8
 Dispatch = Literal["random", "round_robin", "least_loaded"]
@@ -204,6 +204,10 @@ class ReplicaTable:
     spare_tokens: np.ndarray  # (G, Q, N) budget a prompt's last chunk leaves to other prompts
     context: float  # time-average context of a decoding sequence (tokens)
     resident_cv2: float  # squared coefficient of variation of a running sequence's KV tokens
+
+    def take(self, rows: np.ndarray) -> ReplicaTable:
+        """The configurations `rows` (indices along the last axis)."""
+        return ReplicaTable(**{k: (v[..., rows] if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
 
     @classmethod
     def build(cls, b: ConfigBatch, inputs: Any, outputs: Any) -> ReplicaTable:
@@ -388,6 +392,7 @@ def latency_at_load(
     extra_mean = _expect(table.extra_s.transpose(1, 0, 2), wx)  # (G, N)
     prefill_mean = _expect(table.prefill_s.transpose(1, 0, 2), wx)
     for _ in range(_FIXED_POINT_ITERATIONS):
+        previous = n
         d_mean = _interp(extra_mean, n / slots)
         phi = lam * d_mean
         t_dec = _interp(table.decode_s, np.clip(n / np.maximum(slots - 1.0, 1e-9), 0.0, 1.0))
@@ -397,6 +402,8 @@ def latency_at_load(
         new = lam * ((ey - 1.0) * t_dec + v0) / gap
         over = (phi >= 1.0) | (new > slots)
         n = np.minimum(new, slots)
+        if np.all(np.abs(n - previous) <= 1e-7 * np.maximum(n, 1.0)):
+            break
     u_n = n / slots
     b_q = _interp(table.prefill_s, u_n)  # (Q, N)
     t0_q = b_q + _interp(table.drain_s, u_n)
@@ -659,27 +666,33 @@ def max_utilization(
 
     metrics = {m for m, _, _ in triples}
 
-    def meets(u: np.ndarray) -> np.ndarray:
-        per = u * table.capacity_per_s
-        cv = (
-            arrival_cv if fleet_rate_per_s is None else replica_arrival_cv(arrival_cv, fleet_rate_per_s / per, dispatch)
-        )
-        lat = latency_at_load(table, per, percentiles=pcts, arrival_cv=cv, metrics=metrics)
+    fleet = None if fleet_rate_per_s is None else np.broadcast_to(np.asarray(fleet_rate_per_s, np.float64), (n_cfg,))
+
+    def meets(tab: ReplicaTable, fleet: np.ndarray | None, u: np.ndarray) -> np.ndarray:
+        per = u * tab.capacity_per_s
+        cv = arrival_cv if fleet is None else replica_arrival_cv(arrival_cv, fleet / per, dispatch)
+        lat = latency_at_load(tab, per, percentiles=pcts, arrival_cv=cv, metrics=metrics)
         ok = ~lat.overloaded
         for metric, max_s, p in triples:
             ok &= lat.at(metric, p) <= max_s
         return ok
 
-    at_cap = meets(np.full(n_cfg, cap))
-    floor = cap * 1e-3
-    attainable = at_cap | meets(np.full(n_cfg, floor))
-    lo, hi = np.full(n_cfg, floor), np.full(n_cfg, cap)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        ok = meets(mid)
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid)
-    u = np.where(at_cap, cap, np.where(attainable, lo, cap))
+    at_cap = meets(table, fleet, np.full(n_cfg, cap))
+    u = np.full(n_cfg, cap)
+    attainable = at_cap.copy()
+    rest = np.flatnonzero(~at_cap)  # only these need the bisection
+    if rest.size:
+        sub, sub_fleet = table.take(rest), None if fleet is None else fleet[rest]
+        floor = cap * 1e-3
+        idle_ok = meets(sub, sub_fleet, np.full(rest.size, floor))
+        attainable[rest] = idle_ok
+        lo, hi = np.full(rest.size, floor), np.full(rest.size, cap)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            ok = meets(sub, sub_fleet, mid)
+            lo = np.where(ok, mid, lo)
+            hi = np.where(ok, hi, mid)
+        u[rest] = np.where(idle_ok, lo, cap)
     return u, attainable
 
 
