@@ -620,9 +620,14 @@ def default_target_utilization(slos: Iterable[Any] = ()) -> float:
 
 
 def replica_arrival_cv(
-    arrival_cv: float, replicas: np.ndarray | float, dispatch: Dispatch = DEFAULT_DISPATCH
+    arrival_cv: float,
+    replicas: np.ndarray | float,
+    dispatch: Dispatch = DEFAULT_DISPATCH,
+    group: float | None = None,
 ) -> np.ndarray:
-    """Inter-arrival cv at one of `replicas` replicas fed a renewal stream of cv `arrival_cv`.
+    """Inter-arrival cv at one of `replicas` replicas fed a renewal stream of cv `arrival_cv`,
+    the dispatcher balancing over groups of at most `group` replicas (None: all of them; the
+    simulator evaluator replays fleets as groups of `simulation.max_replicas`).
     `random`: Bernoulli thinning, cv^2 = 1 + (cv^2 - 1) / R (Poisson stays Poisson);
     `round_robin`: every R-th arrival, a sum of R inter-arrival times, cv^2 = cv^2 / R;
     `least_loaded` (the simulator's default: fewest requests outstanding) is taken as round
@@ -630,6 +635,8 @@ def replica_arrival_cv(
     the simulator's p99 TTFT with least-loaded dispatch is 3-18% above round robin's, and this
     model (cv^2 / R) is 2-23% above least-loaded's (a random split: 44-152% above)."""
     r = np.maximum(np.asarray(replicas, dtype=np.float64), 1.0)
+    if group is not None:
+        r = np.minimum(r, max(float(group), 1.0))
     c2 = float(arrival_cv) ** 2
     if dispatch == "random":
         return np.sqrt(1.0 + (c2 - 1.0) / r)
@@ -646,6 +653,7 @@ def max_utilization(
     arrival_cv: float = 1.0,
     fleet_rate_per_s: np.ndarray | float | None = None,
     dispatch: Dispatch = DEFAULT_DISPATCH,
+    dispatch_group: float | None = None,
     iterations: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The largest utilization u <= target_utilization (default `default_target_utilization`)
@@ -670,7 +678,7 @@ def max_utilization(
 
     def meets(tab: ReplicaTable, fleet: np.ndarray | None, u: np.ndarray) -> np.ndarray:
         per = u * tab.capacity_per_s
-        cv = arrival_cv if fleet is None else replica_arrival_cv(arrival_cv, fleet / per, dispatch)
+        cv = arrival_cv if fleet is None else replica_arrival_cv(arrival_cv, fleet / per, dispatch, dispatch_group)
         lat = latency_at_load(tab, per, percentiles=pcts, arrival_cv=cv, metrics=metrics)
         ok = ~lat.overloaded
         for metric, max_s, p in triples:
@@ -718,10 +726,12 @@ def size_replicas(
     target_utilization: float | None = None,
     arrival_cv: float = 1.0,
     dispatch: Dispatch = DEFAULT_DISPATCH,
+    dispatch_group: float | None = None,
     percentiles: Iterable[float] = (50.0, 90.0, 99.0),
 ) -> Headroom:
     """Replicas so that every SLO percentile holds at `rate_per_s` (the whole fleet's rate,
-    inter-arrival cv `arrival_cv`, split over the replicas by `dispatch`):
+    inter-arrival cv `arrival_cv`, split over the replicas — or groups of `dispatch_group` —
+    by `dispatch`):
     ceil(rate / (u * capacity)) with u = `max_utilization`, at least one; where the SLOs cannot
     hold at any load the fleet is sized at the target utilization (and its latencies say so)."""
     pcts = sorted({float(p) for p in percentiles} | {slo_triple(s)[2] for s in slos})
@@ -738,11 +748,12 @@ def size_replicas(
             arrival_cv=arrival_cv,
             fleet_rate_per_s=rate[rows],
             dispatch=dispatch,
+            dispatch_group=dispatch_group,
         )
         cap = table.capacity_per_s
         replicas = np.maximum(np.ceil(rate[rows] / (u * cap) - 1e-9), 1.0)
         per = rate[rows] / replicas
-        cv = replica_arrival_cv(arrival_cv, replicas, dispatch)
+        cv = replica_arrival_cv(arrival_cv, replicas, dispatch, dispatch_group)
         lats.append(latency_at_load(table, per, percentiles=pcts, arrival_cv=cv))
         parts.append((replicas, per / cap, u, ok, per))
     cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]

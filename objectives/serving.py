@@ -201,6 +201,7 @@ def evaluate(
     output_lengths: Any = None,
     arrival_cv: float = 1.0,
     dispatch: queueing.Dispatch = queueing.DEFAULT_DISPATCH,
+    dispatch_group: float | None = None,
 ) -> ServingMetrics:
     """Metrics of each configuration at its own `b.batch` concurrency.
 
@@ -214,7 +215,8 @@ def evaluate(
     metric; default: each SLO's percentile, else 50), for lengths `input_lengths` /
     `output_lengths` (workloads.LengthDistribution or anything `queueing.LengthNodes.of` takes;
     default fixed at b.isl / b.osl) arriving with inter-arrival cv `arrival_cv`, split over the
-    replicas by `dispatch` (`queueing.replica_arrival_cv`; default least-loaded). Without fixed
+    replicas by `dispatch` over groups of `dispatch_group` replicas (`queueing.replica_arrival_cv`;
+    default least-loaded over the whole fleet). Without fixed
     `replicas` the fleet is `queueing.size_replicas`: the fewest replicas whose per-replica
     rate meets every SLO percentile and stays at or under `target_utilization` of capacity
     (default `queueing.default_target_utilization()`, 0.8). Costs follow from those replicas.
@@ -272,6 +274,7 @@ def evaluate(
             outputs=output_lengths if output_lengths is not None else queueing.LengthNodes.of(float(np.mean(osl))),
             arrival_cv=arrival_cv,
             dispatch=dispatch,
+            dispatch_group=dispatch_group,
         )
         ttft_s, tpot_s, e2e_s, utilization, load_batch, fleet = q
         if replicas is None:
@@ -329,6 +332,7 @@ def _under_load(
     outputs: Any,
     arrival_cv: float,
     dispatch: queueing.Dispatch,
+    dispatch_group: float | None,
 ) -> tuple[np.ndarray, ...]:
     """Queueing-aware (ttft, tpot, e2e, utilization, load batch, replicas) of the feasible rows
     of `b` (b.batch: the scheduler's cap); the other rows get NaN latencies and one replica."""
@@ -349,7 +353,7 @@ def _under_load(
     sub = b.take(rows)
     if replicas is not None:
         fleet = np.broadcast_to(np.asarray(replicas, dtype=np.float64), (n,))[rows]
-        cv = queueing.replica_arrival_cv(arrival_cv, fleet, dispatch)
+        cv = queueing.replica_arrival_cv(arrival_cv, fleet, dispatch, dispatch_group)
         lat = queueing.queueing_latency(
             sub, rate[rows] / fleet, inputs, outputs, percentiles=set(pct.values()), arrival_cv=cv
         )
@@ -363,6 +367,7 @@ def _under_load(
             target_utilization=target_utilization,
             arrival_cv=arrival_cv,
             dispatch=dispatch,
+            dispatch_group=dispatch_group,
             percentiles=set(pct.values()),
         )
         fleet, lat = room.replicas, room.latency

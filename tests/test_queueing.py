@@ -200,6 +200,7 @@ def test_dispatch_smooths_each_replicas_arrivals():
     assert replica_arrival_cv(2.0, 4, "random") == pytest.approx(np.sqrt(1 + 3 / 4))
     assert replica_arrival_cv(1.0, 4, "round_robin") == pytest.approx(0.5)  # Erlang-4 gaps
     assert replica_arrival_cv(1.0, 0.3, "least_loaded") == pytest.approx(1.0)  # under one replica
+    assert replica_arrival_cv(1.0, 24, "least_loaded", group=4) == pytest.approx(0.5)  # groups of 4
     with pytest.raises(ValueError, match="dispatch"):
         replica_arrival_cv(1.0, 2, "fastest")  # type: ignore[arg-type]
 
