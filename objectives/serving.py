@@ -10,16 +10,25 @@ so it emits  tokens_per_s = batch * osl / cycle_s  and a user sees  TPOT = cycle
 (prefill chunks stall the decode steps they share). TTFT is the prefill of one prompt in
 chunks that share their steps with the other batch - 1 running sequences.
 
+Under load (`evaluate` with `latency_percentile`, `slos` or `target_utilization`) latencies come
+from `objectives.queueing` instead: TTFT / TPOT / end-to-end at the SLO's percentile for the
+rate each replica serves, with queueing, prefill interference and the length distributions'
+tails, and replicas sized with headroom (`queueing.size_replicas`). Without those arguments the
+outputs are the steady state above, unchanged.
+
 `offline_max_throughput` picks the batch — as trtllm-bench's all-requests-queued runs do — as
 the one giving the most tokens/s per GPU among batch sizes that fit up to the runtime cap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from objectives import queueing
 from objectives.batch import ConfigBatch
 from objectives.cost import energy_j_per_token, usd_per_million_tokens
 from objectives.memory import kv_budget_bytes, max_batch_that_fits, memory_per_gpu_bytes, weight_bytes_per_gpu
@@ -64,6 +73,11 @@ class ServingMetrics:
     energy_j_per_output_token: np.ndarray
     decode: StepTime
     prefill: StepTime
+    # each replica's arrival rate / its capacity (1: a single replica at full load, no rate)
+    utilization: np.ndarray
+    # time-average sequences decoding per replica: `batch` in the steady state, the batch the
+    # load forms under `objectives.queueing`
+    load_batch: np.ndarray
 
     @property
     def reason(self) -> list[str]:
@@ -180,12 +194,32 @@ def evaluate(
     max_position_embeddings: np.ndarray | float = np.inf,
     usd_per_gpu_hour: np.ndarray | None = None,
     replicas: np.ndarray | None = None,
+    latency_percentile: float | Mapping[str, float] | None = None,
+    slos: Sequence[Any] | None = None,
+    target_utilization: float | None = None,
+    input_lengths: Any = None,
+    output_lengths: Any = None,
+    arrival_cv: float = 1.0,
+    dispatch: queueing.Dispatch = queueing.DEFAULT_DISPATCH,
+    dispatch_group: float | None = None,
 ) -> ServingMetrics:
     """Metrics of each configuration at its own `b.batch` concurrency.
 
     A batch larger than what fits is clipped to the largest that fits (bound: capacity).
     Replicas and cost follow `steady_state`: a fixed number of `replicas`, or with an arrival
     rate the fleet that serves it, else a single replica at full load.
+
+    Under load — any of `latency_percentile`, `slos`, `target_utilization` given, with an
+    arrival rate — `b.batch` is the scheduler's cap (max_num_seqs) and `objectives.queueing`
+    gives the latencies: ttft_s / tpot_s / e2e_s at `latency_percentile` (one for all, or per
+    metric; default: each SLO's percentile, else 50), for lengths `input_lengths` /
+    `output_lengths` (workloads.LengthDistribution or anything `queueing.LengthNodes.of` takes;
+    default fixed at b.isl / b.osl) arriving with inter-arrival cv `arrival_cv`, split over the
+    replicas by `dispatch` over groups of `dispatch_group` replicas (`queueing.replica_arrival_cv`;
+    default least-loaded over the whole fleet). Without fixed
+    `replicas` the fleet is `queueing.size_replicas`: the fewest replicas whose per-replica
+    rate meets every SLO percentile and stays at or under `target_utilization` of capacity
+    (default `queueing.default_target_utilization()`, 0.8). Costs follow from those replicas.
     """
     isl, osl = b.isl, b.osl
     context_max = isl + osl
@@ -217,15 +251,54 @@ def evaluate(
         replicas=replicas,
     )
     feasible = code == 0
+    rate = (
+        None if arrival_rate_per_s is None else np.broadcast_to(np.asarray(arrival_rate_per_s, np.float64), (len(b),))
+    )
+    under_load = rate is not None and (
+        latency_percentile is not None or slos is not None or target_utilization is not None
+    )
+    ttft_s, tpot_s, e2e_s = ttft.total_s, st.tpot_s, st.e2e_s
+    requests_per_s = st.output_tokens_per_s / osl  # capacity of one replica
+    utilization = np.ones(len(b)) if rate is None else rate / (st.replicas * requests_per_s)
+    load_batch = batch
+    if under_load:
+        q = _under_load(
+            b.replace(batch=np.clip(np.minimum(b.batch, b.max_batch_size), 1.0, None)),
+            feasible,
+            rate,  # type: ignore[arg-type]
+            replicas=replicas,
+            latency_percentile=latency_percentile,
+            slos=list(slos or []),
+            target_utilization=target_utilization,
+            inputs=input_lengths if input_lengths is not None else queueing.LengthNodes.of(float(np.mean(isl))),
+            outputs=output_lengths if output_lengths is not None else queueing.LengthNodes.of(float(np.mean(osl))),
+            arrival_cv=arrival_cv,
+            dispatch=dispatch,
+            dispatch_group=dispatch_group,
+        )
+        ttft_s, tpot_s, e2e_s, utilization, load_batch, fleet = q
+        if replicas is None:
+            st = steady_state(
+                osl=osl,
+                batch=batch,
+                decode_step_s=decode.total_s,
+                prefill_all_s=prefill_all.total_s,
+                ttft_s=ttft.total_s,
+                gpus=b.gpus,
+                tdp_w=b.tdp_w,
+                usd_per_gpu_hour=price,
+                arrival_rate_per_s=arrival_rate_per_s,
+                replicas=fleet,
+            )
     nan = np.where(feasible, 1.0, np.nan)
     return ServingMetrics(
         feasible=feasible,
         reason_code=code,
         batch=batch,
         max_batch=fit,
-        ttft_s=ttft.total_s * nan,
-        tpot_s=st.tpot_s * nan,
-        e2e_s=st.e2e_s * nan,
+        ttft_s=ttft_s * nan,
+        tpot_s=tpot_s * nan,
+        e2e_s=e2e_s * nan,
         decode_step_s=decode.total_s * nan,
         output_tokens_per_s=st.output_tokens_per_s * nan,
         output_tokens_per_s_per_gpu=st.output_tokens_per_s_per_gpu * nan,
@@ -241,7 +314,69 @@ def evaluate(
         energy_j_per_output_token=st.energy_j_per_output_token * nan,
         decode=decode,
         prefill=ttft,
+        utilization=utilization * nan,
+        load_batch=load_batch * nan,
     )
+
+
+def _under_load(
+    b: ConfigBatch,
+    feasible: np.ndarray,
+    rate: np.ndarray,
+    *,
+    replicas: np.ndarray | None,
+    latency_percentile: float | Mapping[str, float] | None,
+    slos: list[Any],
+    target_utilization: float | None,
+    inputs: Any,
+    outputs: Any,
+    arrival_cv: float,
+    dispatch: queueing.Dispatch,
+    dispatch_group: float | None,
+) -> tuple[np.ndarray, ...]:
+    """Queueing-aware (ttft, tpot, e2e, utilization, load batch, replicas) of the feasible rows
+    of `b` (b.batch: the scheduler's cap); the other rows get NaN latencies and one replica."""
+    pct: dict[str, float] = {}
+    for metric in ("ttft", "tpot", "e2e"):
+        if isinstance(latency_percentile, Mapping):
+            pct[metric] = float(latency_percentile.get(metric, 50.0))
+        elif latency_percentile is not None:
+            pct[metric] = float(latency_percentile)
+        else:
+            own = [queueing.slo_triple(s)[2] for s in slos if queueing.slo_triple(s)[0] == metric]
+            pct[metric] = own[0] if own else 50.0
+    n = len(b)
+    out = [np.full(n, np.nan) for _ in range(5)] + [np.ones(n)]
+    rows = np.flatnonzero(feasible)
+    if rows.size == 0:
+        return tuple(out)
+    sub = b.take(rows)
+    if replicas is not None:
+        fleet = np.broadcast_to(np.asarray(replicas, dtype=np.float64), (n,))[rows]
+        cv = queueing.replica_arrival_cv(arrival_cv, fleet, dispatch, dispatch_group)
+        lat = queueing.queueing_latency(
+            sub, rate[rows] / fleet, inputs, outputs, percentiles=set(pct.values()), arrival_cv=cv
+        )
+    else:
+        room = queueing.size_replicas(
+            sub,
+            rate[rows],
+            inputs,
+            outputs,
+            slos=slos,
+            target_utilization=target_utilization,
+            arrival_cv=arrival_cv,
+            dispatch=dispatch,
+            dispatch_group=dispatch_group,
+            percentiles=set(pct.values()),
+        )
+        fleet, lat = room.replicas, room.latency
+    for k, metric in enumerate(("ttft", "tpot", "e2e")):
+        out[k][rows] = lat.at(metric, pct[metric])
+    out[3][rows] = lat.utilization
+    out[4][rows] = lat.batch
+    out[5][rows] = fleet
+    return tuple(out)
 
 
 def offline_max_throughput(b: ConfigBatch, candidates: int = 16, **kwargs: object) -> ServingMetrics:
