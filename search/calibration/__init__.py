@@ -24,6 +24,7 @@ _EXPORTS = {
     "catalog_id": "probes",
     "efficiency_from_record": "records",
     "fit_serving_params": "fitting",
+    "latest_usable_calibration": "records",
     "layer_shape": "layer_probe",
     "load_measurements": "validation",
     "load_record": "records",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "split_rows": "records",
     "summarize": "validation",
     "with_serving": "fitting",
+    "worse_than_defaults": "records",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -450,4 +450,12 @@ def run_probe(
     else:
         opts = {"num_gpus": 0, "num_cpus": 1}
     task = ray.remote(max_retries=0)(run_suite).options(**opts)
-    return ray.get(task.remote(device, model, repeats, gpus))
+    try:
+        return ray.get(task.remote(device, model, repeats, gpus))
+    except ray.exceptions.RayTaskError as exc:
+        # The task's own error (no torch on the worker, no CUDA there, ...) is the message; the
+        # remote traceback Ray wraps around it is noise to a user.
+        cause = exc.cause if isinstance(exc.cause, ProbeUnavailableError | ValueError) else None
+        if cause is None:
+            raise
+        raise type(cause)(*cause.args) from None

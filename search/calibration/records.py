@@ -110,31 +110,60 @@ def load_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def worse_than_defaults(record: dict[str, Any]) -> str | None:
+    """Why a measurement fit must not be used (its held-out median error is worse than the
+    shipped defaults' on the same rows), or None: probes and fits without held-out rows pass."""
+    errors = (record.get("fit") or {}).get("errors") or {}
+    before, after = errors.get("held_out_before") or {}, errors.get("held_out_after") or {}
+    b, a = before.get("median_ape"), after.get("median_ape")
+    if b is None or a is None or a <= b:
+        return None
+    return f"its held-out median error {a}% is worse than the defaults' {b}%"
+
+
+def latest_usable_calibration(store: Store, gpus: Sequence[str] | None = None) -> tuple[dict | None, list[str]]:
+    """(the newest stored calibration that applies to one of `gpus` and is not worse than the
+    defaults, or None; 'NAME (why)' for each newer one passed over as worse)."""
+    skipped = []
+    for found in store.list_calibrations():  # newest first
+        if gpus is not None and found["gpu"] is not None and found["gpu"] not in gpus:
+            continue
+        why = worse_than_defaults(found["record"])
+        if why is None:
+            return found, skipped
+        skipped.append(f"{found['name']} ({why})")
+    return None, skipped
+
+
 def resolve_calibration(
     choice: str | None, storage: str | Store | None = None, gpus: Sequence[str] | None = None
 ) -> tuple[EfficiencyModel, str]:
     """(efficiency model, label) for `--calibration`: 'none' (or None) = shipped defaults,
     'latest' = the newest record in the database (with `gpus`, the newest that applies to one
     of them: a probe of that GPU or a fit to measurements, so a CPU or another GPU's probe is
-    passed over), anything else = a record file. `storage`: a database URL (default: the
-    default database) or an open Store (kept open)."""
+    passed over; a fit whose held-out error is worse than the defaults' is passed over too, and
+    the label says so), anything else = a record file. `storage`: a database URL (default: the
+    default database, which must exist) or an open Store (kept open)."""
     if choice is None or choice == "none":
         return default_efficiency(), "defaults"
     if choice == "latest":
         from search.store import Store, default_storage_url
 
-        store = storage if isinstance(storage, Store) else Store(storage or default_storage_url())
+        store = storage if isinstance(storage, Store) else Store(storage or default_storage_url(), create=False)
         try:
-            found = store.latest_calibration(for_gpus=gpus)
+            found, skipped = latest_usable_calibration(store, gpus)
         finally:
             if store is not storage:
                 store.close()
+        passed_over = f"skipped {'; '.join(skipped)}" if skipped else ""
         if found is None:
             which = f" that applies to {', '.join(gpus)}" if gpus else ""
             raise ValueError(
-                f"no calibration{which} stored in {store.url}; "
-                "run 'servesweep calibrate' or 'servesweep probe' first, or pass a file"
+                f"no usable calibration{which} stored in {store.url}"
+                + (f" ({passed_over})" if passed_over else "")
+                + "; run 'servesweep calibrate' or 'servesweep probe' first, or pass a file"
             )
-        return efficiency_from_record(found["record"]), f"calibration {found['name']}"
+        label = f"calibration {found['name']}" + (f" ({passed_over})" if passed_over else "")
+        return efficiency_from_record(found["record"]), label
     record = load_record(choice)
     return efficiency_from_record(record), f"calibration {record['name']}"

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from search.calibration import calibrate_from_measurements
+from search.cli.checks import MkdirOpt, check_output, open_store
 from search.cli.console import console, err, fail
 
 
@@ -24,13 +25,14 @@ def calibrate(
     name: Annotated[str | None, typer.Option(help="name of the stored calibration")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the record here (JSON)")] = None,
     storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
+    mkdir: MkdirOpt = False,
 ) -> None:
     """Fit the cost model's global efficiency parameters to end-to-end measurements."""
     import datetime as dt
 
     from search.calibration import BOUNDS, load_measurements
-    from search.store import Store, default_storage_url
 
+    check_output(output, mkdir=mkdir)  # before minutes of fitting, and before anything is stored
     try:
         rows = load_measurements(measurements)
     except (OSError, ValueError) as exc:
@@ -41,8 +43,8 @@ def calibrate(
     if unknown:
         fail(f"unknown parameters {unknown}; fittable: {', '.join(BOUNDS)}")
     name = name or f"measurements-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}"
+    store = open_store(storage, write=True, mkdir=mkdir)
     try:
-        store = Store(storage or default_storage_url())
         if store.get_calibration(name) is not None:
             fail(f"a calibration named {name!r} already exists in {store.url}")
         record = calibrate_from_measurements(
@@ -54,6 +56,9 @@ def calibrate(
             max_evals=max_evals,
             source=str(measurements),
         )
+        text = json.dumps(record, indent=2) + "\n"
+        if output is not None:
+            output.write_text(text)  # the file first: a failed write stores nothing
         store.save_calibration(name, "measurements", record)
     except ValueError as exc:
         fail(str(exc))
@@ -77,7 +82,6 @@ def calibrate(
     for k, v in record["serving"].items():
         console.print(f"  {k:<26} {v['value']:.6g}")
     if output is not None:
-        output.write_text(json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {output}")
     console.print(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
 
@@ -87,14 +91,14 @@ def calibrations(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write the record here (JSON)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
+    mkdir: MkdirOpt = False,
 ) -> None:
     """List the stored calibrations, or export one as JSON (to commit under calibrations/)."""
-    from search.store import Store, default_storage_url
-
-    store = Store(storage or default_storage_url())
+    if name is None and output is not None:
+        fail("name the calibration to export with -o")
+    check_output(output, mkdir=mkdir)
+    store = open_store(storage)
     if name is None:
-        if output is not None:
-            fail("name the calibration to export with -o")
         rows = store.list_calibrations()
         summary = [
             {

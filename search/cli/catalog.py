@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from search.calibration import resolve_calibration
+from search.cli.checks import above_zero
 from search.cli.console import console, fail
 from search.outputs import EstimateError, gpu_catalog, model_catalog
 from search.outputs import estimate as estimate_deployment
@@ -95,7 +96,9 @@ def estimate(
     max_throughput: Annotated[
         bool, typer.Option("--max-throughput", help="pick the batch giving the most tokens/s per GPU")
     ] = False,
-    rate: Annotated[float | None, typer.Option(min=0.0, help="arrival rate, requests/s (sets replicas)")] = None,
+    rate: Annotated[
+        float | None, typer.Option(callback=above_zero, help="arrival rate, requests/s, above 0 (sets replicas)")
+    ] = None,
     pricing: Annotated[Pricing, typer.Option(help="cloud on-demand or owned TCO")] = Pricing.cloud,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
     calibration: Annotated[

@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from search.cli.checks import MkdirOpt, check_output, open_store
 from search.cli.console import console, fail
 
 
@@ -44,17 +45,18 @@ def probe(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the record here (JSON)")] = None,
     storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
     ray_address: Annotated[str | None, typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join")] = None,
+    mkdir: MkdirOpt = False,
 ) -> None:
     """Measure GEMM, HBM and attention rates on a GPU and store them as a calibration."""
     from objectives.models import UnknownModelError, load_model
     from search.calibration import ProbeUnavailableError, build_record, run_probe
-    from search.store import Store, default_storage_url
 
+    check_output(output, mkdir=mkdir)  # before the probe runs, and before anything is stored
     try:
         model = load_model(model).id
     except UnknownModelError as exc:
         fail(str(exc))
-    store = Store(storage or default_storage_url())
+    store = open_store(storage, write=True, mkdir=mkdir)
     if name is not None and store.get_calibration(name) is not None:
         fail(f"a calibration named {name!r} already exists in {store.url}")
     try:
@@ -67,6 +69,8 @@ def probe(
             gpus=gpus,
         )
         record = build_record(result, name)
+        if output is not None:
+            output.write_text(json.dumps(record, indent=2) + "\n")  # the file first: a failed write stores nothing
         store.save_calibration(record["name"], "probe", record, gpu=record["gpu"], device=record["device"])
     except (ProbeUnavailableError, ValueError) as exc:
         fail(str(exc))
@@ -92,7 +96,6 @@ def probe(
     if record["device"] == "cpu":
         console.print("[yellow]a CPU calibration: it never changes predictions for GPUs[/]")
     if output is not None:
-        output.write_text(json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {output}")
     console.print(
         f"stored as calibration {record['name']!r} in {store.url}; use it with --calibration latest or the file"

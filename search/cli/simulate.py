@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from search.cli.checks import above_zero
 from search.cli.console import console, fail
 from search.outputs import clean_json
 
@@ -38,7 +39,8 @@ def simulate(
     gpu: Annotated[str, typer.Option(help="accelerator id or alias")],
     workload: Annotated[str, typer.Option(help="preset name, workload YAML/JSON file, or CSV trace")] = "chat",
     rate: Annotated[
-        float | None, typer.Option(min=0.0, help="arrival rate, requests/s (default: the workload's)")
+        float | None,
+        typer.Option(callback=above_zero, help="arrival rate, requests/s, above 0 (default: the workload's)"),
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="queue every request at t=0")] = False,
     requests: Annotated[int, typer.Option(min=1, help="requests to simulate")] = 10_000,

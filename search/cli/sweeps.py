@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from search.cli.checks import MkdirOpt, check_output, open_store
 from search.cli.console import console, fail
 from search.outputs import FrontError, front_rows
 from search.sweeps import SpecError, load_spec
@@ -26,13 +29,9 @@ StorageOpt = Annotated[
 ]
 
 
-def _store(url: str | None) -> Any:
-    from search.store import Store, default_storage_url
-
-    try:
-        return Store(url or default_storage_url())
-    except ValueError as exc:
-        fail(str(exc))
+def _store(url: str | None, *, write: bool = False, mkdir: bool = False) -> Any:
+    """The sweep database; read-only unless `write` (search.cli.checks.open_store)."""
+    return open_store(url, write=write, mkdir=mkdir)
 
 
 def _fmt(v: Any) -> str:
@@ -49,14 +48,16 @@ def run(
     name: Annotated[str | None, typer.Option(help="name of the sweep (default: from the spec)")] = None,
     resume: Annotated[str | None, typer.Option(help="finish the stored sweep of this name")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    mkdir: MkdirOpt = False,
 ) -> None:
     """Run a sweep (or --resume one) and store every evaluation."""
+    from search.cluster import ensure_ray
     from search.sweeps import Progress as RunProgress
     from search.sweeps import run_sweep, start_sweep
 
     if (spec_path is None) == (resume is None):
         fail("give a spec file to start a sweep, or --resume NAME to finish one (not both)")
-    store = _store(storage)
+    store = _store(storage, write=True, mkdir=mkdir)
     if resume is None:
         try:
             spec, text = load_spec(spec_path)  # type: ignore[arg-type]
@@ -75,6 +76,7 @@ def run(
                 return
             hint = f"resume it with --resume {existing['name']}" if same else "its spec differs; choose another --name"
             fail(f"a sweep named {existing['name']!r} exists in {store.url} (status {existing['status']}); {hint}")
+        ensure_ray(ray_address, workers or _cpus())  # fails in seconds, before a sweep row exists
         try:
             sweep_name = start_sweep(store, spec, text, name, workers or _cpus())
         except ValueError as exc:
@@ -85,6 +87,8 @@ def run(
         record = store.get_sweep(resume)
         if record is None:
             fail(f"no sweep named {resume!r} in {store.url}")
+            return
+        ensure_ray(ray_address, record["spec"].get("_workers") or workers or _cpus())
     console.print(f"sweep [bold]{sweep_name}[/] -> {store.url}")
     with Progress(
         TextColumn("{task.description}"),
@@ -107,11 +111,56 @@ def run(
             bar.update(task, total=p.total, completed=min(p.evaluated, p.total), info=info)
 
         try:
-            summary = run_sweep(store, sweep_name, ray_address=ray_address, workers=workers, progress=on_progress)
+            with _sigterm_interrupts() as stopped_by:
+                summary = run_sweep(store, sweep_name, ray_address=ray_address, workers=workers, progress=on_progress)
+        except KeyboardInterrupt:
+            summary = {"stopped": "interrupted"}
         except ValueError as exc:
             fail(str(exc))
             return
+    if summary.get("stopped"):
+        _stopped(store, sweep_name, summary["stopped"], stopped_by)
     console.print(_summary_line(summary))
+
+
+class _StoppedBy:
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[_StoppedBy]:
+    """SIGTERM and SIGINT raise KeyboardInterrupt while the sweep runs (the driver stores the
+    sweep as 'interrupted'); installed after Ray started, so Ray's own SIGTERM handler (which
+    only prints) is replaced; the handlers before are restored afterwards."""
+    import signal as sig
+
+    stopped = _StoppedBy()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stopped.signal = signum
+        raise KeyboardInterrupt
+
+    try:
+        previous = {s: sig.signal(s, handler) for s in (sig.SIGTERM, sig.SIGINT)}
+    except ValueError:  # not the main thread: leave the signals alone
+        previous = {}
+    try:
+        yield stopped
+    finally:
+        for s, h in previous.items():
+            sig.signal(s, h)
+
+
+def _stopped(store: Any, name: str, status: str, stopped_by: _StoppedBy) -> None:
+    """Report a stopped run (and make sure it is stored as stopped), then exit 130 (SIGINT) or
+    128 + the signal's number."""
+    import signal as sig
+
+    record = store.get_sweep(name)
+    if record is not None and record["status"] in ("pending", "running"):
+        store.update_sweep(name, status=status)
+    console.print(f"{status}; resume with `servesweep run --resume {name}`", markup=False, highlight=False)
+    raise typer.Exit(code=128 + (stopped_by.signal or sig.SIGINT))
 
 
 def _cpus() -> int:
@@ -226,8 +275,12 @@ def export(
     output: Annotated[Path, typer.Option("-o", "--output", help="file: .csv, .json or .parquet")],
     storage: StorageOpt = None,
     what: Annotated[str, typer.Option(help="front or evaluations")] = "front",
+    mkdir: MkdirOpt = False,
 ) -> None:
     """Write a sweep's front (or every stored evaluation) to a file."""
+    if output.suffix.lower() not in (".csv", ".json", ".parquet"):
+        fail(f"unknown export format {output.suffix or output.name!r}; use .csv, .json or .parquet")
+    check_output(output, mkdir=mkdir)
     store = _store(storage)
     if what == "front":
         try:
@@ -285,6 +338,7 @@ def dashboard(
         fail("optuna-dashboard is not installed: pip install 'servesweep[dashboard]'")
         return
     url = storage or default_storage_url()
+    _store(url).close()  # read-only: a missing or unreachable database is an error here
     console.print(f"optuna-dashboard on {url} at http://{host}:{port}")
     run_server(make_optuna_storage(url), host=host, port=port)
 
@@ -293,10 +347,12 @@ def report(
     name: str,
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] = Path("report.html"),
     storage: StorageOpt = None,
+    mkdir: MkdirOpt = False,
 ) -> None:
     """Write the procurement report of a sweep: one self-contained HTML page (opens offline)."""
     from search.outputs import write_report
 
+    check_output(output, mkdir=mkdir)
     store = _store(storage)
     s = store.get_sweep(name)
     if s is None:

@@ -4,6 +4,8 @@ from search._exports import lazy_exports
 
 _EXPORTS = {
     "KILL_ONCE_ENV": "ray_cluster",
+    "ClusterUnavailableError": "ray_cluster",
+    "check_reachable": "ray_cluster",
     "ProbeUnavailableError": "ray_cluster",
     "cluster_gpu_types": "ray_cluster",
     "has_gpu_type": "ray_cluster",

@@ -18,6 +18,11 @@ class ProbeUnavailableError(RuntimeError):
     """PyTorch or the requested device / cluster resource is missing; the message says which."""
 
 
+class ClusterUnavailableError(RuntimeError):
+    """The Ray cluster named by --ray-address / $RAY_ADDRESS cannot be reached (checked in
+    seconds, before Ray would retry for minutes)."""
+
+
 KILL_ONCE_ENV = "SERVESWEEP_TEST_KILL_WORKER_ONCE"
 
 
@@ -87,11 +92,39 @@ def has_gpu_type(accelerator_type: str) -> bool:
     return True
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """ClusterUnavailableError unless something accepts TCP connections at `address`
+    (`host:port` or `ray://host:port`; 'auto' and 'local' are Ray's to resolve)."""
+    import socket
+
+    target = address.removeprefix("ray://").strip()
+    if target in ("auto", "local") or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise ClusterUnavailableError(f"bad Ray address {address!r}: use host:port or ray://host:port") from None
+    try:
+        with socket.create_connection((host.strip("[]"), number), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise ClusterUnavailableError(
+            f"cannot reach the Ray cluster at {address}: {why} (check --ray-address or $RAY_ADDRESS)"
+        ) from None
+
+
 def ensure_ray(address: str | None = None, workers: int | None = None) -> None:
-    """Connect to Ray once per process: `address` (or $RAY_ADDRESS), else a local instance."""
+    """Connect to Ray once per process: `address` (or $RAY_ADDRESS), else a local instance.
+    An address nothing answers at is ClusterUnavailableError within seconds."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_reachable(address)
     env = {k: v for k, v in os.environ.items() if k == KILL_ONCE_ENV}
     runtime_env = {"env_vars": env} if env else None
     if address:

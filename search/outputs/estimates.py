@@ -94,6 +94,8 @@ def estimate(
     `batch`, the batch giving the most tokens/s per GPU; `calibration(gpu_id)` gives the
     efficiency model and its label for the catalog GPU (called once the names are known good).
     EstimateError for bad input."""
+    if rate is not None and not rate > 0:
+        raise EstimateError(f"the arrival rate must be above 0 requests/s, got {rate}")
     try:
         catalog_gpus = load_accelerators(gpu_file)
         accel = get_accelerator(gpu, catalog_gpus)

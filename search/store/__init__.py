@@ -17,6 +17,7 @@ _EXPORTS = {
     "make_optuna_storage": "optuna_storage",
     "parse_url": "engine",
     "Store": "store",
+    "StoreUnavailableError": "engine",
     "SUPPORTED_SCHEMES": "engine",
     "SWEEP_STATUSES": "schema",
     "SweepBusyError": "leases",

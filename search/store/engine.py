@@ -18,6 +18,7 @@ New migration (autogenerate only ever looks at `svc_*` tables)::
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -39,6 +40,11 @@ SUPPORTED_SCHEMES = ("sqlite:///path/to/file.db", "postgresql+psycopg://user:pas
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # pg_advisory_xact_lock key serializing migrations of concurrently starting processes.
 _MIGRATION_LOCK_KEY = zlib.crc32(b"servesweep.svc_migrations")
+
+
+class StoreUnavailableError(RuntimeError):
+    """The database cannot be opened: unreachable, missing, or not allowed to be created here.
+    The message is one line naming the host, port and database (or the SQLite file)."""
 
 
 def default_storage_url() -> str:
@@ -70,6 +76,47 @@ def parse_url(url: str) -> URL:
             raise ValueError(f"{bad} (no database name)")
         return parsed
     raise ValueError(bad)
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL, None for in-memory SQLite and for PostgreSQL."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def check_creatable(url: URL, *, create: bool = True, mkdir: bool = True) -> None:
+    """StoreUnavailableError unless the SQLite file of `url` exists or may be made: `create`
+    False refuses a missing file (a read-only use), `mkdir` False refuses to invent its missing
+    directory. PostgreSQL and in-memory SQLite always pass (the server owns its databases)."""
+    path = _sqlite_file(url)
+    if path is None or path.exists():
+        return
+    if not create:
+        raise StoreUnavailableError(f"no database at {path} (check --storage or $SERVESWEEP_STORAGE)")
+    if not path.parent.is_dir() and not mkdir:
+        raise StoreUnavailableError(
+            f"cannot create the database {path}: directory {path.parent} does not exist (create it or pass --mkdir)"
+        )
+
+
+def unavailable(url: URL, exc: BaseException) -> StoreUnavailableError:
+    """A one-line StoreUnavailableError for a driver error opening `url`: which database on
+    which host and port (or which SQLite file), and the driver's first line of reason."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(orig).__name__
+    # psycopg: 'connection failed: connection to server at "h" (h), port p failed: FATAL:  why'
+    reason = re.sub(r"^(connection failed: )?connection to server at [^,]+, port \d+ failed: ", "", reason)
+    reason = re.sub(r"^FATAL:\s+", "", reason)
+    path = _sqlite_file(url)
+    if url.get_backend_name() == "sqlite":
+        return StoreUnavailableError(f"cannot open the SQLite database {path or ':memory:'}: {reason}")
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return StoreUnavailableError(f"cannot open database {url.database!r} on {where} ({url.drivername}): {reason}")
 
 
 def _enable_wal(cursor: Any) -> None:

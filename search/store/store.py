@@ -30,21 +30,29 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from search.store.calibrations import CalibrationRecords
-from search.store.engine import _upgrade_to_head, make_engine, parse_url
+from search.store.engine import _upgrade_to_head, check_creatable, make_engine, parse_url, unavailable
 from search.store.leases import SweepLeases
 from search.store.sweeps import SweepRecords
 
 
 class Store(SweepRecords, CalibrationRecords, SweepLeases):
-    """The service's tables in one database; migrates the schema to head on construction."""
+    """The service's tables in one database; migrates the schema to head on construction.
 
-    def __init__(self, url: str) -> None:
+    `create` False refuses a SQLite file that does not exist yet (read-only use: nothing is
+    created), `mkdir` False refuses to create its missing directory; a database that cannot be
+    opened raises StoreUnavailableError (one line: host, port and database, or the file)."""
+
+    def __init__(self, url: str, *, create: bool = True, mkdir: bool = True) -> None:
         parsed = parse_url(url)
+        check_creatable(parsed, create=create, mkdir=mkdir)
         self.url: str = parsed.render_as_string(hide_password=False)
         self.dialect: str = parsed.get_backend_name()
         self.engine: Engine = make_engine(parsed)
         try:
             _upgrade_to_head(self.engine, parsed)
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
+            raise unavailable(parsed, exc) from None
         except BaseException:
             self.engine.dispose()
             raise

@@ -43,11 +43,14 @@ def start_sweep(
         from search.calibration import load_record
 
         if spec.calibration == "latest":
-            found = store.latest_calibration(for_gpus=spec.accelerators)
+            from search.calibration import latest_usable_calibration
+
+            found, skipped = latest_usable_calibration(store, spec.accelerators)
             if found is None:
                 raise ValueError(
-                    f"calibration: latest, but no calibration that applies to {', '.join(spec.accelerators)} "
-                    f"is stored in {store.url}"
+                    f"calibration: latest, but no usable calibration that applies to "
+                    f"{', '.join(spec.accelerators)} is stored in {store.url}"
+                    + (f" (skipped {'; '.join(skipped)})" if skipped else "")
                 )
             record = found["record"]
         else:

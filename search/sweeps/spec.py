@@ -260,8 +260,9 @@ class SweepSpec(_Strict):
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(spec)"
-        lines.append(f"  {where}: {err['msg']}")
+        msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix of a validator's message
+        where = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {where}: {msg}" if where else f"  {msg}")  # whole-spec checks name their field
     return "invalid sweep spec:\n" + "\n".join(lines)
 
 
