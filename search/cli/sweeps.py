@@ -51,6 +51,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Run a sweep (or --resume one) and store every evaluation."""
+    from search.store import LeaseLostError
     from search.sweeps import Progress as RunProgress
     from search.sweeps import run_sweep, start_sweep
 
@@ -108,7 +109,7 @@ def run(
 
         try:
             summary = run_sweep(store, sweep_name, ray_address=ray_address, workers=workers, progress=on_progress)
-        except ValueError as exc:
+        except (ValueError, LeaseLostError) as exc:
             fail(str(exc))
             return
     console.print(_summary_line(summary))
