@@ -234,3 +234,27 @@ def test_a_busy_sweep_is_still_refused(tmp_path) -> None:
             pass
     a.close()
     b.close()
+
+
+# ------------------------------------------------------------------ 3. failure reasons
+
+
+def test_a_failed_sweeps_reason_is_stored_and_shown(tmp_path) -> None:
+    """The reason a sweep failed is stored with it and shown by `ls` and `show`."""
+    from typer.testing import CliRunner
+
+    from search.cli import app
+
+    url = f"sqlite:///{tmp_path}/why.db"
+    spec, text = _spec(constraints={"max_gpus": 10**400}, budget={"trials": 8})
+    store = Store(url)
+    name = start_sweep(store, spec, text, None, workers=2)
+    with pytest.raises(OverflowError):
+        run_sweep(store, name, local=True)
+    assert store.get_sweep(name)["error"].startswith("OverflowError: ")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["show", name, "--storage", url])
+    assert shown.exit_code == 0 and "failed: OverflowError" in shown.output, shown.output
+    listed = runner.invoke(app, ["ls", "--storage", url], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0 and "OverflowError" in listed.output, listed.output
+    store.close()

@@ -386,6 +386,22 @@ def test_per_token_cap_and_cancel_keep_the_trials(service) -> None:
     _wait_status(client, "long-bob", ("cancelled",), 60)
 
 
+def test_a_failed_sweeps_reason_is_stored_and_served(service) -> None:
+    """A spec accepted with 202 that fails in the workers (a 401-digit max_gpus: OverflowError)
+    ends `failed` with its reason in GET /sweeps/NAME and GET /sweeps (from the database, not
+    from the in-memory job, which is gone once the thread ends)."""
+    client, _ = service()
+    body = json.dumps(TINY)[:-1] + ', "constraints": {"max_gpus": 1' + "0" * 400 + "}}"
+    r = client.post(
+        "/sweeps", params={"name": "overflow"}, content=body, headers={**ALICE, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 202, r.text
+    failed = _wait_status(client, "overflow", ("failed",), 120)
+    assert failed["error"] and "OverflowError" in failed["error"], failed
+    listed = {s["name"]: s for s in client.get("/sweeps", headers=ALICE).json()["sweeps"]}
+    assert "OverflowError" in listed["overflow"]["error"]
+
+
 def test_a_restarted_service_resumes_its_sweeps(pg_url: str, tmp_path: Path) -> None:
     """Kill the service (SIGKILL: the sweep stays 'running'), start another on the same
     database: it finishes the sweep, and nothing is evaluated twice."""

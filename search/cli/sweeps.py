@@ -141,7 +141,7 @@ def ls(storage: StorageOpt = None) -> None:
     """List the sweeps in the database."""
     store = _store(storage)
     table = Table(title=f"sweeps in {store.url}")
-    for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter"):
+    for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter", "error"):
         table.add_column(col)
     for s in store.list_sweeps():
         summary = s.get("summary") or {}
@@ -154,8 +154,16 @@ def ls(storage: StorageOpt = None) -> None:
             _fmt(summary.get("front_size")),
             _fmt(s.get("created_at")),
             _fmt(s.get("submitter")),
+            _short_error(s.get("error")),
         )
     console.print(table)
+
+
+def _short_error(error: str | None, width: int = 60) -> str:
+    if not error:
+        return ""
+    line = error.splitlines()[0]
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def show(name: str, storage: StorageOpt = None) -> None:
@@ -171,6 +179,8 @@ def show(name: str, storage: StorageOpt = None) -> None:
     )
     console.print(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
     console.print(f"stored evaluations: {counts}")
+    if s.get("error"):
+        console.print(f"[bold red]failed:[/] {s['error']}", markup=True, highlight=False)
     console.print_json(json.dumps({"summary": _short(s.get("summary") or {}), "price_table": s.get("price_table")}))
     console.print(s.get("spec_yaml") or "")
 
