@@ -258,3 +258,28 @@ def test_a_failed_sweeps_reason_is_stored_and_shown(tmp_path) -> None:
     listed = runner.invoke(app, ["ls", "--storage", url], env={"COLUMNS": "250"})
     assert listed.exit_code == 0 and "OverflowError" in listed.output, listed.output
     store.close()
+
+
+# ------------------------------------------------------------------ 5. space size
+
+
+def test_space_sizes_are_exact_and_bounded_by_the_tier() -> None:
+    """Six dimensions of 2,000 values: np.prod over int64 wrapped to a negative size (a
+    'finished' sweep with nothing evaluated); now sizes are Python ints and a space a tier
+    cannot cover is refused naming `space`."""
+    from search.sweeps import SearchSpace
+    from search.sweeps.spec import SpecError
+
+    big = list(range(1, 2001))
+    space = {"tp": big, "pp": big, "ep": big, "max_batch": big, "chunked_prefill": big, "replicas": big}
+    with pytest.raises(SpecError, match=r"space: 7\.68e\+20 configurations \(3 accelerators x 2000 tp.* 64-bit"):
+        _spec(space=space)
+    with pytest.raises(SpecError, match=r"exhaustive sampler evaluates every configuration.*guided sampler"):
+        _spec(
+            sampler="exhaustive",
+            space={**GUIDED["space"], "max_batch": big, "chunked_prefill": big, "replicas": big[:10]},
+        )
+    spec, _ = _spec(space={**GUIDED["space"], "max_batch": big, "chunked_prefill": big, "replicas": big[:10]})
+    assert SearchSpace(spec).size == 3 * 4 * 2 * 2 * 2000 * 2000 * 10 > 10**9  # fine for a guided sampler
+    wide = {**GUIDED["space"], "max_batch": big, "chunked_prefill": big, "replicas": big[:600]}
+    assert SearchSpace(_spec(space=wide)[0]).size == 3 * 4 * 2 * 2 * 2000 * 2000 * 600

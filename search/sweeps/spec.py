@@ -19,6 +19,7 @@ Errors name the field and the allowed values (`load_spec` wraps pydantic's).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,10 @@ OBJECTIVE_METRICS = {
     "output_tokens_per_s_per_gpu": "output_tokens_per_s_per_gpu",
 }
 MAXIMIZED = {"output_tokens_per_s_per_gpu"}
+# The largest spaces each tier covers: configuration ids are int64 (every tier), and the
+# exhaustive tier evaluates every configuration (a billion takes hours on a cluster).
+MAX_SPACE_SIZE = 2**62
+MAX_EXHAUSTIVE_SPACE_SIZE = 10**9
 
 
 class SpecError(ValueError):
@@ -251,7 +256,31 @@ class SweepSpec(_Strict):
                 raise ValueError(f"accelerators: {exc}") from None
             if not self.accelerators:
                 raise ValueError("accelerators: give at least one, or 'all'")
+        size = self.space_size()
+        limit, tier = (
+            (MAX_EXHAUSTIVE_SPACE_SIZE, "the exhaustive sampler evaluates every configuration")
+            if self.sampler == "exhaustive"
+            else (MAX_SPACE_SIZE, "configuration ids are 64-bit")
+        )
+        if size > limit:
+            raise ValueError(
+                f"space: {size:.3g} configurations ({len(self.accelerators)} accelerators x "
+                + " x ".join(f"{len(v)} {k}" for k, v in self._space_values().items())
+                + f") is more than the {limit:,} a {self.sampler} sweep can cover ({tier}); narrow the space"
+                + (" or use a guided sampler (tpe, nsga2, gp)" if self.sampler == "exhaustive" else "")
+            )
         return self
+
+    def _space_values(self) -> dict[str, list]:
+        values = {k: getattr(self.space, k) for k in ("tp", "pp", "ep", "weights", "kv_cache", "max_batch")}
+        values["chunked_prefill"] = self.space.chunked_prefill
+        if isinstance(self.space.replicas, list):
+            values["replicas"] = self.space.replicas
+        return values
+
+    def space_size(self) -> int:
+        """How many configurations the space has (a Python int: never overflows)."""
+        return math.prod([len(self.accelerators), *(len(v) for v in self._space_values().values())])
 
     def resolved_workload(self) -> Workload:
         return get_preset(self.workload) if isinstance(self.workload, str) else self.workload
