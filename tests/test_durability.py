@@ -283,3 +283,21 @@ def test_space_sizes_are_exact_and_bounded_by_the_tier() -> None:
     assert SearchSpace(spec).size == 3 * 4 * 2 * 2 * 2000 * 2000 * 10 > 10**9  # fine for a guided sampler
     wide = {**GUIDED["space"], "max_batch": big, "chunked_prefill": big, "replicas": big[:600]}
     assert SearchSpace(_spec(space=wide)[0]).size == 3 * 4 * 2 * 2 * 2000 * 2000 * 600
+
+
+# ------------------------------------------------------------------ 6. bounded simulator work
+
+
+@pytest.mark.parametrize(
+    ("simulation", "field"),
+    [({"max_replicas": 10**9}, "simulation.max_replicas"), ({"requests": 10**6}, "simulation.requests")],
+)
+def test_simulator_work_is_bounded(simulation: dict, field: str) -> None:
+    from search.sweeps.spec import SpecError
+
+    with pytest.raises(SpecError, match=field):
+        _spec(evaluator="simulator", simulation=simulation)
+    top = {"max_replicas": 64} if "max_replicas" in field else {"requests": 100_000}
+    assert _spec(evaluator="simulator", simulation=top)[0].simulation.model_dump()[next(iter(top))] == next(
+        iter(top.values())
+    )

@@ -46,6 +46,9 @@ MAXIMIZED = {"output_tokens_per_s_per_gpu"}
 # exhaustive tier evaluates every configuration (a billion takes hours on a cluster).
 MAX_SPACE_SIZE = 2**62
 MAX_EXHAUSTIVE_SPACE_SIZE = 10**9
+# Simulator work per configuration (Simulation): requests served, replicas of a group simulated.
+MAX_SIMULATED_REQUESTS = 100_000
+MAX_SIMULATED_REPLICAS = 64
 
 
 class SpecError(ValueError):
@@ -161,15 +164,20 @@ class Budget(_Strict):
 class Simulation(_Strict):
     """Settings of `evaluator: simulator` (objectives.simulator): how many requests each
     configuration serves, from which seed, arriving how (Poisson, gamma with a burstiness
-    coefficient of variation, or a CSV trace), and how a group of replicas shares them."""
+    coefficient of variation, or a CSV trace), and how a group of replicas shares them.
 
-    requests: int = Field(default=2000, ge=10, le=1_000_000)
+    The work per configuration grows with `requests` and `max_replicas`, and any token holder of
+    the service can send a spec, so both are bounded: `requests` 10 to 100,000 and
+    `max_replicas` 1 to 64 (a spec beyond is refused naming the field; HTTP 422)."""
+
+    requests: int = Field(default=2000, ge=10, le=MAX_SIMULATED_REQUESTS)
     seed: int | None = None  # default: the spec's seed
     arrivals: Literal["poisson", "gamma"] = "poisson"
     cv: float = Field(default=1.0, gt=0)  # of gamma inter-arrival times (1 = Poisson)
     trace: str | None = None  # CSV of timestamp, input tokens, output tokens (Azure format)
     dispatch: Literal["least_loaded", "round_robin"] = "least_loaded"
-    max_replicas: int = Field(default=4, ge=1)  # larger groups: this many, at their share of the rate
+    # larger groups: this many, at their share of the rate
+    max_replicas: int = Field(default=4, ge=1, le=MAX_SIMULATED_REPLICAS)
     block_size: int = Field(default=16, ge=1, le=1024)
 
     @field_validator("trace")
