@@ -301,3 +301,16 @@ def test_simulator_work_is_bounded(simulation: dict, field: str) -> None:
     assert _spec(evaluator="simulator", simulation=top)[0].simulation.model_dump()[next(iter(top))] == next(
         iter(top.values())
     )
+
+
+# ------------------------------------------------------------------ 10. huge integers
+
+
+def test_a_5001_digit_integer_in_a_spec_file_is_a_spec_error(tmp_path) -> None:
+    from search.sweeps import load_spec
+    from search.sweeps.spec import SpecError
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("model: " + "9" * 5001 + "\n")
+    with pytest.raises(SpecError, match="too many digits"):
+        load_spec(path)

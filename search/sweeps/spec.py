@@ -323,4 +323,6 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"sweep spec {p} is not valid YAML: {exc}") from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit limit
+        raise SpecError(f"sweep spec {p} has a number with too many digits ({exc})") from None
     return parse_spec(data), text
