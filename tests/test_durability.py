@@ -314,3 +314,50 @@ def test_a_5001_digit_integer_in_a_spec_file_is_a_spec_error(tmp_path) -> None:
     path.write_text("model: " + "9" * 5001 + "\n")
     with pytest.raises(SpecError, match="too many digits"):
         load_spec(path)
+
+
+# ------------------------------------------------------------------ 7. PostgreSQL timeouts
+
+
+def test_postgresql_connections_have_timeouts_and_keepalives(pg_url: str) -> None:
+    store = Store(pg_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "5min"
+        dsn = conn.connection.dbapi_connection.info.dsn  # the client side's libpq parameters
+        for part in ("connect_timeout=10", "keepalives=1", "keepalives_idle=30", "tcp_user_timeout=60000"):
+            assert part in dsn, dsn
+    storage = make_optuna_storage(pg_url)
+    with storage.engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "5min"
+    storage.engine.dispose()
+    store.close()
+
+
+def test_an_unresponsive_postgresql_fails_fast(monkeypatch) -> None:
+    """A server that accepts TCP and never answers (a paused proxy): connecting fails after the
+    connect timeout instead of hanging."""
+    import socket
+
+    from search.store import engine as store_engine
+
+    monkeypatch.setattr(store_engine, "PG_CONNECT_TIMEOUT_S", 2)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            Store(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test").close()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(20)
+    silent.close()
+    assert outcome and isinstance(outcome[0], sa.exc.OperationalError), outcome
+    assert time.monotonic() - started < 15

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import NullPool
 
+from search.store.engine import pg_connect_args
 from search.store.rows import (
     _name,
 )
@@ -189,7 +190,8 @@ class SweepLeases:
         with ExitStack() as stack:
             lock_conn = None
             if self.dialect == "postgresql":  # type: ignore[attr-defined]
-                engine = sa.create_engine(make_url(self.url), poolclass=NullPool)  # type: ignore[attr-defined]
+                url = make_url(self.url)  # type: ignore[attr-defined]
+                engine = sa.create_engine(url, poolclass=NullPool, connect_args=pg_connect_args(url))
                 stack.callback(engine.dispose)
                 lock_conn = engine.connect()
                 stack.callback(_quietly, lock_conn.close, f"sweep {name}: closing the lease connection")

@@ -20,6 +20,8 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
 
+from search.store.engine import pg_connect_args
+
 # pg_advisory_lock key serializing Optuna's table creation across processes.
 _OPTUNA_INIT_LOCK_KEY = zlib.crc32(b"servesweep.optuna_tables")
 
@@ -30,12 +32,16 @@ def make_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     when the storage is built; two processes doing that at once on a fresh database collide
     (duplicate type rows), so building it holds an advisory lock."""
     if not url.startswith("sqlite"):
-        lock_engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        lock_engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args=pg_connect_args(url)
+        )
         try:
             with lock_engine.connect() as conn:
                 conn.execute(sqlalchemy.select(sqlalchemy.func.pg_advisory_lock(_OPTUNA_INIT_LOCK_KEY)))
                 try:
-                    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs={"pool_pre_ping": True, "connect_args": pg_connect_args(url)}
+                    )
                 finally:
                     conn.execute(sqlalchemy.select(sqlalchemy.func.pg_advisory_unlock(_OPTUNA_INIT_LOCK_KEY)))
         finally:
