@@ -361,3 +361,33 @@ def test_an_unresponsive_postgresql_fails_fast(monkeypatch) -> None:
     silent.close()
     assert outcome and isinstance(outcome[0], sa.exc.OperationalError), outcome
     assert time.monotonic() - started < 15
+
+
+# ------------------------------------------------------------------ 11. ties on the exhaustive front
+
+
+def test_ties_on_the_exhaustive_front_are_broken_by_configuration_id() -> None:
+    """Shards finishing in either order give the same front: of equal objectives, the smallest
+    configuration id stays (before, whichever shard was merged first)."""
+    import numpy as np
+
+    from search.sweeps.evaluation import EvalResult
+    from search.sweeps.exhaustive import merge_front
+
+    def result(ids: list[int], objectives: list[list[float]]) -> EvalResult:
+        n = len(ids)
+        return EvalResult(
+            ids=np.array(ids, dtype=np.int64),
+            feasible=np.ones(n, dtype=bool),
+            reason=[""] * n,
+            objectives=np.array(objectives, dtype=float),
+            constraints=np.zeros((n, 0)),
+            constraint_names=[],
+        )
+
+    early = result([7, 40], [[1.0, 2.0], [3.0, 1.0]])
+    late = result([900, 3], [[1.0, 2.0], [3.0, 1.0]])  # the same objectives, other ids
+    directions = ["minimize", "minimize"]
+    one = merge_front(merge_front(None, early, directions), late, directions)
+    other = merge_front(merge_front(None, late, directions), early, directions)
+    assert sorted(one.ids.tolist()) == sorted(other.ids.tolist()) == [3, 7]

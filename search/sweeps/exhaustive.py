@@ -75,11 +75,7 @@ def _run_exhaustive(
 
     def merge(part: EvalResult) -> None:
         nonlocal front
-        if len(part) == 0:
-            return
-        both = part if front is None or len(front) == 0 else _concat_results(front, part)
-        keep = np.flatnonzero(pareto_mask(to_minimization(both.objectives, directions)))
-        front = both.take(keep)
+        front = merge_front(front, part, directions)
 
     def checkpoint(final: bool = False) -> None:
         pts = _front_points(front, space, spec) if front is not None else []
@@ -151,6 +147,18 @@ def _run_exhaustive(
         "hypervolume": hv,
         "stored_every_evaluation": keep_all,
     }
+
+
+def merge_front(front: EvalResult | None, part: EvalResult, directions: list[str]) -> EvalResult | None:
+    """The Pareto front of `front` and a shard's front `part`. Of configurations with equal
+    objectives the one with the smallest id stays, whichever shard finished first, so the final
+    front does not depend on completion order."""
+    if len(part) == 0:
+        return front
+    both = part if front is None or len(front) == 0 else _concat_results(front, part)
+    both = both.take(np.argsort(both.ids, kind="stable"))
+    keep = np.flatnonzero(pareto_mask(to_minimization(both.objectives, directions)))
+    return both.take(keep)
 
 
 def _result_from_points(points: list[dict], constraint_names: list[str]) -> EvalResult | None:
