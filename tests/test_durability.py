@@ -391,3 +391,20 @@ def test_ties_on_the_exhaustive_front_are_broken_by_configuration_id() -> None:
     one = merge_front(merge_front(None, early, directions), late, directions)
     other = merge_front(merge_front(None, late, directions), early, directions)
     assert sorted(one.ids.tolist()) == sorted(other.ids.tolist()) == [3, 7]
+
+
+# ------------------------------------------------------------------ 12. duplicate values
+
+
+def test_aliases_and_repeats_in_a_spec_count_once() -> None:
+    """`[H100-SXM, h100, H100]` made a space of three times the size, two thirds of it stored
+    under the same keys; aliases are normalized and repeats dropped, in the order first given."""
+    from search.sweeps import SearchSpace
+
+    spec, _ = _spec(
+        accelerators=["H100-SXM", "h100", "H100", "L40S"],
+        space={**GUIDED["space"], "weights": ["bf16", "BF16", "fp8"], "kv_cache": ["fp8", "FP8", "bf16"]},
+    )
+    assert spec.accelerators == ["H100-SXM", "L40S"]
+    assert spec.space.weights == ["bf16", "fp8"] and spec.space.kv_cache == ["fp8", "bf16"]
+    assert SearchSpace(spec).size == 2 * 4 * 2 * 2 * 8

@@ -92,7 +92,7 @@ class Space(_Strict):
     def _weights(cls, values: list[str]) -> list[str]:
         if not values:
             raise ValueError("needs at least one value")
-        return [get_scheme(v).name for v in values]
+        return list(dict.fromkeys(get_scheme(v).name for v in values))  # aliases named once
 
     @field_validator("kv_cache")
     @classmethod
@@ -102,7 +102,7 @@ class Space(_Strict):
         bad = [v for v in values if v.lower() not in KV_CACHE_BYTES]
         if bad:
             raise ValueError(f"unknown KV-cache dtype {bad}; allowed: {', '.join(KV_CACHE_BYTES)}")
-        return [v.lower() for v in values]
+        return list(dict.fromkeys(v.lower() for v in values))
 
 
 class Objective(_Strict):
@@ -259,7 +259,8 @@ class SweepSpec(_Strict):
             self.accelerators = sorted(catalog)
         else:
             try:
-                self.accelerators = [get_accelerator(a, catalog).id for a in self.accelerators]
+                # aliases and repeats of one accelerator count once, in the order first given
+                self.accelerators = list(dict.fromkeys(get_accelerator(a, catalog).id for a in self.accelerators))
             except UnknownAcceleratorError as exc:
                 raise ValueError(f"accelerators: {exc}") from None
             if not self.accelerators:
