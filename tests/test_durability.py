@@ -408,3 +408,39 @@ def test_aliases_and_repeats_in_a_spec_count_once() -> None:
     assert spec.accelerators == ["H100-SXM", "L40S"]
     assert spec.space.weights == ["bf16", "fp8"] and spec.space.kv_cache == ["fp8", "bf16"]
     assert SearchSpace(spec).size == 2 * 4 * 2 * 2 * 8
+
+
+# ------------------------------------------------------------------ 8. exhaustive resume
+
+
+def test_an_exhaustive_resume_redoes_only_the_shards_in_flight(tmp_path, local_ray, monkeypatch) -> None:
+    """The driver dies right after three shards landed (no checkpoint yet: before, a resume
+    started from the last 2-second checkpoint and redid every shard). Now each shard is recorded
+    with its rows: the resume starts from those shards, counts every configuration once and ends
+    with the uninterrupted run's front."""
+    from search.sweeps import SearchSpace, exhaustive
+
+    monkeypatch.setattr(exhaustive, "CHECKPOINT_S", 3600.0)  # the kill lands between checkpoints
+    url = f"sqlite:///{tmp_path}/shards.db"
+    spec, text = _spec(sampler="exhaustive", space={**GUIDED["space"], "max_batch": list(range(1, 401))})
+    store = Store(url)
+    size = SearchSpace(spec).size
+    reference = start_sweep(store, spec, text, "reference", workers=1)
+    run_sweep(store, reference, workers=1)
+    name = start_sweep(store, spec, text, "killed", workers=1)
+    landed = []
+
+    def die_after_three(progress) -> None:
+        landed.append(progress.evaluated)
+        if len(landed) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(store, name, workers=1, progress=die_after_three)
+    first_resumed: list[int] = []
+    summary = run_sweep(store, name, workers=1, progress=lambda p: first_resumed.append(p.evaluated))
+    assert first_resumed[0] > landed[-1]  # the three stored shards, then one more
+    assert summary["evaluated"] == size and store.count_evaluations(name)["total"] == size
+    points = lambda n: sorted(p["id"] for p in store.latest_front(n, kind="final")["points"])  # noqa: E731
+    assert points(name) == points(reference)
+    store.close()

@@ -97,6 +97,23 @@ class Lease(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Shard(Base):
+    """A finished shard of an exhaustive sweep: its counts and Pareto front, stored with its
+    evaluations in one transaction. `shard` -1 is the baseline a sweep checkpointed before
+    shards were stored one by one: `covers` lists the shards it stands for."""
+
+    __tablename__ = "svc_shards"
+
+    sweep_id: Mapped[int] = mapped_column(sa.ForeignKey("svc_sweeps.id", ondelete="CASCADE"), primary_key=True)
+    shard: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    covers: Mapped[Any] = mapped_column(sa.JSON)
+    evaluated: Mapped[int] = mapped_column(sa.BigInteger)
+    feasible: Mapped[int] = mapped_column(sa.BigInteger)
+    reasons: Mapped[Any] = mapped_column(sa.JSON)
+    front: Mapped[Any] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Evaluation(Base):
     __tablename__ = "svc_evaluations"
     __table_args__ = (sa.UniqueConstraint("sweep_id", "config_key"),)
@@ -148,6 +165,7 @@ CALIBRATIONS: sa.Table = Calibration.__table__  # type: ignore[assignment]
 EVALUATIONS: sa.Table = Evaluation.__table__  # type: ignore[assignment]
 FRONTS: sa.Table = Front.__table__  # type: ignore[assignment]
 LEASES: sa.Table = Lease.__table__  # type: ignore[assignment]
+SHARDS: sa.Table = Shard.__table__  # type: ignore[assignment]
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:

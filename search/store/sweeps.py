@@ -32,6 +32,7 @@ from search.store.schema import (
     FRONT_KINDS,
     FRONTS,
     LEASES,
+    SHARDS,
     SWEEP_STATUSES,
     SWEEPS,
     _utcnow,
@@ -164,6 +165,7 @@ class SweepRecords:
             if sweep_id is None:
                 return False
             conn.execute(EVALUATIONS.delete().where(EVALUATIONS.c.sweep_id == sweep_id))
+            conn.execute(SHARDS.delete().where(SHARDS.c.sweep_id == sweep_id))
             conn.execute(FRONTS.delete().where(FRONTS.c.sweep_id == sweep_id))
             conn.execute(SWEEPS.delete().where(SWEEPS.c.id == sweep_id))
         return True
@@ -196,6 +198,70 @@ class SweepRecords:
             )
             result = conn.execute(stmt, list(values.values()))
             return len(result.all())
+
+    def add_shard(
+        self,
+        name: str,
+        shard: int,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        evaluated: int,
+        feasible: int,
+        reasons: Mapping[str, int],
+        front: list[Mapping[str, Any]],
+        covers: list[int] | None = None,
+    ) -> bool:
+        """Record a finished exhaustive shard — its evaluations (`rows`, stored as by
+        add_evaluations), counts, reasons and front points — in ONE transaction, so a shard is
+        done exactly when its rows are stored. False if the shard was already recorded."""
+        now = _utcnow()
+        rows = list(rows)
+        with self._write() as conn:
+            sweep_id = self._sweep_id(conn, name)
+            self._fence(conn, name)  # type: ignore[attr-defined]
+            if conn.execute(
+                sa.select(SHARDS.c.shard).where(SHARDS.c.sweep_id == sweep_id, SHARDS.c.shard == int(shard))
+            ).first():
+                return False
+            if rows:
+                values: dict[str, dict[str, Any]] = {}
+                for i, row in enumerate(rows):
+                    value = _evaluation_row(row, i, sweep_id, now)
+                    values.setdefault(value["config_key"], value)
+                conn.execute(
+                    self._insert(EVALUATIONS).on_conflict_do_nothing(index_elements=["sweep_id", "config_key"]),
+                    list(values.values()),
+                )
+            conn.execute(
+                SHARDS.insert().values(
+                    sweep_id=sweep_id,
+                    shard=int(shard),
+                    covers=[int(c) for c in (covers if covers is not None else [shard])],
+                    evaluated=int(evaluated),
+                    feasible=int(feasible),
+                    reasons=_jsonable(dict(reasons), "reasons"),
+                    front=_jsonable(list(front), "front"),
+                    created_at=now,
+                )
+            )
+        return True
+
+    def get_shards(self, name: str) -> list[dict[str, Any]]:
+        """The recorded shards of an exhaustive sweep, by shard number."""
+        with self._read() as conn:
+            sweep_id = self._sweep_id(conn, name)
+            rows = conn.execute(sa.select(SHARDS).where(SHARDS.c.sweep_id == sweep_id).order_by(SHARDS.c.shard)).all()
+        return [
+            {
+                "shard": r.shard,
+                "covers": list(r.covers),
+                "evaluated": int(r.evaluated),
+                "feasible": int(r.feasible),
+                "reasons": dict(r.reasons),
+                "front": list(r.front),
+            }
+            for r in rows
+        ]
 
     def evaluated_keys(self, name: str) -> set[str]:
         """config_key of every stored evaluation of the sweep."""
