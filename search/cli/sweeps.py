@@ -141,9 +141,13 @@ def ls(storage: StorageOpt = None) -> None:
     """List the sweeps in the database."""
     store = _store(storage)
     table = Table(title=f"sweeps in {store.url}")
-    for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter", "error"):
+    sweeps = store.list_sweeps()
+    errors = any(s.get("error") for s in sweeps)  # the error column only when some sweep failed
+    for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter"):
         table.add_column(col)
-    for s in store.list_sweeps():
+    if errors:
+        table.add_column("error")
+    for s in sweeps:
         summary = s.get("summary") or {}
         table.add_row(
             s["name"],
@@ -154,7 +158,7 @@ def ls(storage: StorageOpt = None) -> None:
             _fmt(summary.get("front_size")),
             _fmt(s.get("created_at")),
             _fmt(s.get("submitter")),
-            _short_error(s.get("error")),
+            *([_short_error(s.get("error"))] if errors else []),
         )
     console.print(table)
 
