@@ -263,6 +263,10 @@ def test_submit_json_and_yaml_run_to_a_front_and_a_report(service) -> None:
         ({**TINY, "pricing": {"price_file": "/etc/passwd"}}, "json", 422, "pricing.price_file"),
         ({**TINY, "simulation": {"trace": "/etc/hosts"}}, "json", 422, "simulation.trace"),
         ({**TINY, "calibration": "/etc/hosts"}, "json", 422, "calibration"),
+        ({**TINY, "simulation": {"max_replicas": 10**9}}, "json", 422, "simulation.max_replicas"),
+        ({**TINY, "simulation": {"requests": 10**6}}, "json", 422, "simulation.requests"),
+        ('{"model": ' + "9" * 5001 + "}", "raw-json", 422, "digits"),
+        ("model: " + "9" * 5001 + "\n", "yaml", 422, "digits"),
         ([1, 2, 3], "json", 422, "top level"),
         ("{not json", "raw-json", 422, "not valid JSON"),
         ("model: [unclosed\n", "yaml", 422, "not valid YAML"),
@@ -384,6 +388,22 @@ def test_per_token_cap_and_cancel_keep_the_trials(service) -> None:
     assert client.delete("/sweeps/nope", headers=ALICE).status_code == 404
     assert client.delete("/sweeps/long-bob", headers=BOB).status_code in (200, 202)
     _wait_status(client, "long-bob", ("cancelled",), 60)
+
+
+def test_a_failed_sweeps_reason_is_stored_and_served(service) -> None:
+    """A spec accepted with 202 that fails in the workers (a 401-digit max_gpus: OverflowError)
+    ends `failed` with its reason in GET /sweeps/NAME and GET /sweeps (from the database, not
+    from the in-memory job, which is gone once the thread ends)."""
+    client, _ = service()
+    body = json.dumps(TINY)[:-1] + ', "constraints": {"max_gpus": 1' + "0" * 400 + "}}"
+    r = client.post(
+        "/sweeps", params={"name": "overflow"}, content=body, headers={**ALICE, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 202, r.text
+    failed = _wait_status(client, "overflow", ("failed",), 120)
+    assert failed["error"] and "OverflowError" in failed["error"], failed
+    listed = {s["name"]: s for s in client.get("/sweeps", headers=ALICE).json()["sweeps"]}
+    assert "OverflowError" in listed["overflow"]["error"]
 
 
 def test_a_restarted_service_resumes_its_sweeps(pg_url: str, tmp_path: Path) -> None:

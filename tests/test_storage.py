@@ -30,7 +30,15 @@ from search.store import (
 )
 
 PG_ADMIN_URL = os.environ.get("SERVESWEEP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SVC_TABLES = {"svc_sweeps", "svc_evaluations", "svc_fronts", "svc_calibrations", VERSION_TABLE}
+SVC_TABLES = {
+    "svc_sweeps",
+    "svc_evaluations",
+    "svc_fronts",
+    "svc_calibrations",
+    "svc_leases",
+    "svc_shards",
+    VERSION_TABLE,
+}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -156,7 +164,7 @@ def test_existing_optuna_study_untouched(fresh_url: str, tmp_path) -> None:
     engine = sa.create_engine(fresh_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == optuna_version
-        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0003"]
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0005"]
     engine.dispose()
     loaded = optuna.load_study(study_name="s", storage=fresh_url)
     assert len(loaded.trials) == 3
@@ -462,5 +470,34 @@ def test_a_database_at_0002_upgrades_to_allow_cancelled_and_keeps_its_data(fresh
     with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:  # the CHECK still holds
         conn.execute(sa.text("UPDATE svc_sweeps SET status = 'bogus'"))
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0003"
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0005"
     store.close()
+
+
+def test_a_database_at_0003_upgrades_to_leases_and_error_and_back(fresh_url: str, tmp_path) -> None:
+    """0004 adds svc_leases and svc_sweeps.error without touching stored sweeps (a running sweep
+    with no lease row reads as stored); it downgrades cleanly on both dialects."""
+    if fresh_url.startswith("sqlite"):
+        (tmp_path / "sub").mkdir()
+    command.upgrade(alembic_config(fresh_url), "0003")
+    engine = sa.create_engine(fresh_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO svc_sweeps (name, status, spec_yaml, spec, created_at, updated_at) "
+                "VALUES ('old', 'running', 'x: 1', '{}', :t, :t)"
+            ),
+            {"t": datetime.now(UTC)},
+        )
+    engine.dispose()
+    store = Store(fresh_url)
+    old = store.get_sweep("old")
+    assert old["status"] == "running" and old["error"] is None
+    assert store.update_sweep("old", status="failed", error="OverflowError: x")["error"] == "OverflowError: x"
+    store.close()
+    command.downgrade(alembic_config(fresh_url), "0003")
+    assert "svc_leases" not in _tables(fresh_url)
+    engine = sa.create_engine(fresh_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM svc_sweeps")).scalar_one() == "failed"
+    engine.dispose()

@@ -52,6 +52,7 @@ def run(
 ) -> None:
     """Run a sweep (or --resume one) and store every evaluation."""
     from search.cluster import ensure_ray
+    from search.store import LeaseLostError
     from search.sweeps import Progress as RunProgress
     from search.sweeps import run_sweep, start_sweep
 
@@ -115,7 +116,7 @@ def run(
                 summary = run_sweep(store, sweep_name, ray_address=ray_address, workers=workers, progress=on_progress)
         except KeyboardInterrupt:
             summary = {"stopped": "interrupted"}
-        except ValueError as exc:
+        except (ValueError, LeaseLostError) as exc:
             fail(str(exc))
             return
     if summary.get("stopped"):
@@ -189,9 +190,13 @@ def ls(storage: StorageOpt = None) -> None:
     """List the sweeps in the database."""
     store = _store(storage)
     table = Table(title=f"sweeps in {store.url}")
+    sweeps = store.list_sweeps()
+    errors = any(s.get("error") for s in sweeps)  # the error column only when some sweep failed
     for col in ("name", "status", "model", "sampler", "evaluated", "front", "created", "submitter"):
         table.add_column(col)
-    for s in store.list_sweeps():
+    if errors:
+        table.add_column("error")
+    for s in sweeps:
         summary = s.get("summary") or {}
         table.add_row(
             s["name"],
@@ -202,8 +207,16 @@ def ls(storage: StorageOpt = None) -> None:
             _fmt(summary.get("front_size")),
             _fmt(s.get("created_at")),
             _fmt(s.get("submitter")),
+            *([_short_error(s.get("error"))] if errors else []),
         )
     console.print(table)
+
+
+def _short_error(error: str | None, width: int = 60) -> str:
+    if not error:
+        return ""
+    line = error.splitlines()[0]
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def show(name: str, storage: StorageOpt = None) -> None:
@@ -219,6 +232,8 @@ def show(name: str, storage: StorageOpt = None) -> None:
     )
     console.print(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
     console.print(f"stored evaluations: {counts}")
+    if s.get("error"):
+        console.print(f"[bold red]failed:[/] {s['error']}", markup=True, highlight=False)
     console.print_json(json.dumps({"summary": _short(s.get("summary") or {}), "price_table": s.get("price_table")}))
     console.print(s.get("spec_yaml") or "")
 

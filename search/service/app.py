@@ -273,6 +273,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                     "finished_at": s.get("finished_at"),
                     "evaluated": summary.get("evaluated"),
                     "front_size": summary.get("front_size"),
+                    "error": scrub(s["error"]) if s.get("error") else None,
                 }
             )
         return _json({"sweeps": out})
@@ -301,7 +302,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 **stored,
                 "running_here": job is not None,
                 "stop_requested": None if job is None else job.stop,
-                "error": None if job is None else job.error,
+                "error": (job.error if job is not None else None) or stored["error"],
                 "progress": progress,
             }
         )
@@ -329,6 +330,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "started_at": s.get("started_at"),
             "finished_at": s.get("finished_at"),
             "code_version": s.get("code_version"),
+            "error": scrub(s["error"]) if s.get("error") else None,
+            "driver": s.get("driver"),  # 'live' / 'lost' (its heartbeat) while stored as running
             "counts": store().count_evaluations(name),
             "summary": summary,
             "spec": {k: v for k, v in raw_spec.items() if not k.startswith("_") and k != "calibration_record"},

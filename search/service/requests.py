@@ -181,6 +181,8 @@ def _parse_body(body: bytes, content_type: str) -> tuple[Any, str]:
             raise HTTPException(422, f"the request body is not valid JSON: {exc}") from None
         except RecursionError:
             raise HTTPException(422, "the request body is nested too deeply") from None
+        except ValueError as exc:  # an integer past Python's 4,300-digit limit (not a JSONDecodeError)
+            raise HTTPException(422, f"the request body has a number with too many digits ({exc})") from None
         if not isinstance(data, dict):
             raise HTTPException(422, "invalid sweep spec: the top level must be an object of fields")
         try:
@@ -195,6 +197,8 @@ def _parse_body(body: bytes, content_type: str) -> tuple[Any, str]:
             raise HTTPException(422, f"the request body is not valid YAML: {exc}") from None
         except RecursionError:
             raise HTTPException(422, "the request body is nested too deeply") from None
+        except ValueError as exc:  # an integer past Python's 4,300-digit limit
+            raise HTTPException(422, f"the request body has a number with too many digits ({exc})") from None
         return data, text
     raise HTTPException(
         415, f"unsupported Content-Type {media!r}: send the spec as application/json or application/yaml"

@@ -13,6 +13,7 @@ _EXPORTS = {
     "FRONT_KINDS": "schema",
     "include_name": "schema",
     "include_object": "schema",
+    "LeaseLostError": "leases",
     "make_engine": "engine",
     "make_optuna_storage": "optuna_storage",
     "parse_url": "engine",

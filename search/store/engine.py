@@ -134,10 +134,38 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
+# Against an unresponsive PostgreSQL (a paused proxy, a partition) a driver must fail with a
+# message, not stall until TCP gives up (~2 h): libpq's connect timeout, TCP keepalives and a
+# TCP user timeout (unacknowledged writes), and a server-side statement timeout. Each may be
+# overridden by the URL's own query parameters (`?connect_timeout=...`, `?options=...`).
+PG_CONNECT_TIMEOUT_S = 10
+PG_KEEPALIVES_IDLE_S = 30
+PG_KEEPALIVES_INTERVAL_S = 10
+PG_KEEPALIVES_COUNT = 3
+PG_TCP_USER_TIMEOUT_MS = 60_000
+PG_STATEMENT_TIMEOUT_MS = 300_000
+
+
+def pg_connect_args(url: URL | str) -> dict[str, Any]:
+    """psycopg connect arguments for the timeouts above, less those the URL sets itself."""
+    query = make_url(url).query if isinstance(url, str) else url.query
+    args: dict[str, Any] = {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": PG_KEEPALIVES_IDLE_S,
+        "keepalives_interval": PG_KEEPALIVES_INTERVAL_S,
+        "keepalives_count": PG_KEEPALIVES_COUNT,
+        "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
+        "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
+    }
+    return {k: v for k, v in args.items() if k not in query}
+
+
 def make_engine(url: URL) -> Engine:
-    """Engine for a parsed URL; SQLite gets WAL, busy_timeout, foreign keys and its directory."""
+    """Engine for a parsed URL; SQLite gets WAL, busy_timeout, foreign keys and its directory;
+    PostgreSQL pre-pings pooled connections and gets the timeouts of `pg_connect_args`."""
     if url.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True)
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(url))
     database = url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     if in_memory:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -18,6 +19,8 @@ from optuna.distributions import distribution_to_json
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
+
+from search.store.engine import pg_connect_args
 
 # pg_advisory_lock key serializing Optuna's table creation across processes.
 _OPTUNA_INIT_LOCK_KEY = zlib.crc32(b"servesweep.optuna_tables")
@@ -29,12 +32,16 @@ def make_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     when the storage is built; two processes doing that at once on a fresh database collide
     (duplicate type rows), so building it holds an advisory lock."""
     if not url.startswith("sqlite"):
-        lock_engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        lock_engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args=pg_connect_args(url)
+        )
         try:
             with lock_engine.connect() as conn:
                 conn.execute(sqlalchemy.select(sqlalchemy.func.pg_advisory_lock(_OPTUNA_INIT_LOCK_KEY)))
                 try:
-                    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs={"pool_pre_ping": True, "connect_args": pg_connect_args(url)}
+                    )
                 finally:
                     conn.execute(sqlalchemy.select(sqlalchemy.func.pg_advisory_unlock(_OPTUNA_INIT_LOCK_KEY)))
         finally:
@@ -53,13 +60,24 @@ def make_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
-def add_trials(storage: optuna.storages.BaseStorage, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+def add_trials(
+    storage: optuna.storages.BaseStorage,
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    fence: Callable[[sqlalchemy.engine.Connection], None] | None = None,
+) -> None:
     """Append finished `trials` to `study` (in order, numbered after its existing trials).
 
     On an RDBStorage all of them — parameters, values, user and system attributes — are
     written in ONE transaction with bulk inserts through Optuna's own table models (instead of
-    Optuna's `add_trial`, which costs one query per attribute). Like `add_trial` it assumes one
-    writer per study: the sweep's driver. Other storages fall back to `Study.add_trial`.
+    Optuna's `add_trial`, which costs one query per attribute). Other storages fall back to
+    `Study.add_trial`.
+
+    Two writers can never number trials alike: the transaction first locks the study's row
+    (PostgreSQL `SELECT ... FOR UPDATE`; SQLite's write lock serializes writers anyway), so the
+    count the numbers start from cannot change under it; and `fence(connection)` — the
+    sweep lease's check, `Store.lease_fence(name)` — runs in the same transaction, so a driver
+    that lost its lease writes nothing (LeaseLostError, rolled back).
     """
     if not trials:
         return
@@ -69,6 +87,13 @@ def add_trials(storage: optuna.storages.BaseStorage, study: optuna.Study, trials
         return
     study_id = study._study_id
     with _create_scoped_session(storage.scoped_session, True) as session:
+        if fence is not None:
+            try:
+                fence(session.connection())
+            except BaseException:
+                session.rollback()  # the scoped session is reused: leave it clean
+                raise
+        session.query(models.StudyModel.study_id).filter(models.StudyModel.study_id == study_id).with_for_update().one()
         base = (
             session.query(sqlalchemy.func.count(models.TrialModel.trial_id))
             .filter(models.TrialModel.study_id == study_id)

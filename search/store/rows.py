@@ -19,6 +19,7 @@ _SWEEP_UPDATABLE = {
     "submitter",
     "code_version",
     "price_table",
+    "error",
 }
 
 
@@ -181,6 +182,7 @@ def _sweep_dict(r: Any) -> dict[str, Any]:
         "started_at": _iso(r.started_at),
         "finished_at": _iso(r.finished_at),
         "updated_at": _iso(r.updated_at),
+        "error": getattr(r, "error", None),
     }
 
 

@@ -80,6 +80,38 @@ class Sweep(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # why it failed
+
+
+class Lease(Base):
+    """Who drives a sweep: a fencing token bumped by every acquisition (a write fenced with an
+    older token is refused) and the holder's heartbeat (a `running` sweep whose heartbeat is
+    stale has no live driver). The row outlives its holders, so tokens only ever grow."""
+
+    __tablename__ = "svc_leases"
+
+    sweep_name: Mapped[str] = mapped_column(sa.String(_MAX_NAME), primary_key=True)
+    token: Mapped[int] = mapped_column(sa.BigInteger)
+    holder: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)  # None: released
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Shard(Base):
+    """A finished shard of an exhaustive sweep: its counts and Pareto front, stored with its
+    evaluations in one transaction. `shard` -1 is the baseline a sweep checkpointed before
+    shards were stored one by one: `covers` lists the shards it stands for."""
+
+    __tablename__ = "svc_shards"
+
+    sweep_id: Mapped[int] = mapped_column(sa.ForeignKey("svc_sweeps.id", ondelete="CASCADE"), primary_key=True)
+    shard: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    covers: Mapped[Any] = mapped_column(sa.JSON)
+    evaluated: Mapped[int] = mapped_column(sa.BigInteger)
+    feasible: Mapped[int] = mapped_column(sa.BigInteger)
+    reasons: Mapped[Any] = mapped_column(sa.JSON)
+    front: Mapped[Any] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Evaluation(Base):
@@ -132,6 +164,8 @@ SWEEPS: sa.Table = Sweep.__table__  # type: ignore[assignment]
 CALIBRATIONS: sa.Table = Calibration.__table__  # type: ignore[assignment]
 EVALUATIONS: sa.Table = Evaluation.__table__  # type: ignore[assignment]
 FRONTS: sa.Table = Front.__table__  # type: ignore[assignment]
+LEASES: sa.Table = Lease.__table__  # type: ignore[assignment]
+SHARDS: sa.Table = Shard.__table__  # type: ignore[assignment]
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:

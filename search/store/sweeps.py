@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from search.store.leases import lease_is_live
 from search.store.rows import (
     _MAX_NAME,
     _SWEEP_UPDATABLE,
@@ -30,6 +31,8 @@ from search.store.schema import (
     EVALUATIONS,
     FRONT_KINDS,
     FRONTS,
+    LEASES,
+    SHARDS,
     SWEEP_STATUSES,
     SWEEPS,
     _utcnow,
@@ -51,6 +54,28 @@ class SweepRecords:
         if sweep_id is None:
             raise SweepNotFoundError(f"no sweep named {name!r}")
         return int(sweep_id)
+
+    def _sweep_select(self) -> sa.Select:
+        """svc_sweeps with each sweep's lease (holder, heartbeat) beside it."""
+        return sa.select(
+            SWEEPS, LEASES.c.holder.label("lease_holder"), LEASES.c.heartbeat_at.label("lease_heartbeat_at")
+        ).outerjoin(LEASES, LEASES.c.sweep_name == SWEEPS.c.name)
+
+    def _live_sweep_dict(self, row: Any) -> dict[str, Any]:
+        """_sweep_dict, with the driver's liveness: a `running` sweep whose lease was released or
+        whose heartbeat is older than `lease_ttl_s` has no live driver (it died, or its database
+        failed under it) and reads as `interrupted` (resumable), with `driver: "lost"`."""
+        out = _sweep_dict(row)
+        heartbeat = getattr(row, "lease_heartbeat_at", None)
+        holder = getattr(row, "lease_holder", None)
+        if heartbeat is not None:
+            out["heartbeat_at"] = heartbeat.isoformat()
+        if out["status"] == "running" and heartbeat is not None:
+            live = lease_is_live(holder, heartbeat, self.lease_ttl_s)  # type: ignore[attr-defined]
+            out["driver"] = "live" if live else "lost"
+            if not live:
+                out["status"] = "interrupted"
+        return out
 
     # -- sweeps -------------------------------------------------------------------------------
 
@@ -95,18 +120,19 @@ class SweepRecords:
     def get_sweep(self, name: str) -> dict[str, Any] | None:
         """The sweep as a dict, or None."""
         with self._read() as conn:
-            row = conn.execute(sa.select(SWEEPS).where(SWEEPS.c.name == name)).first()
-        return None if row is None else _sweep_dict(row)
+            row = conn.execute(self._sweep_select().where(SWEEPS.c.name == name)).first()
+        return None if row is None else self._live_sweep_dict(row)
 
     def list_sweeps(self) -> list[dict[str, Any]]:
         """All sweeps, newest first."""
         with self._read() as conn:
-            rows = conn.execute(sa.select(SWEEPS).order_by(SWEEPS.c.created_at.desc(), SWEEPS.c.id.desc())).all()
-        return [_sweep_dict(r) for r in rows]
+            rows = conn.execute(self._sweep_select().order_by(SWEEPS.c.created_at.desc(), SWEEPS.c.id.desc())).all()
+        return [self._live_sweep_dict(r) for r in rows]
 
     def update_sweep(self, name: str, /, **fields: Any) -> dict[str, Any]:
         """Set some of status, summary, optuna_study_name, started_at, finished_at, submitter,
-        code_version, price_table; returns the updated sweep."""
+        code_version, price_table, error (why it failed; cut to 4,000 characters); returns the
+        updated sweep."""
         unknown = set(fields) - _SWEEP_UPDATABLE
         if unknown:
             raise ValueError(f"cannot update sweep field(s) {sorted(unknown)}; allowed: {sorted(_SWEEP_UPDATABLE)}")
@@ -120,14 +146,17 @@ class SweepRecords:
                 values[key] = None if value is None else _aware(value, key)
             elif key in ("summary", "price_table"):
                 values[key] = _jsonable(value, key)
+            elif key == "error":
+                values[key] = None if value is None else str(value)[:4000]
             else:
                 values[key] = _opt_str(value, key, _MAX_NAME)
         values["updated_at"] = _utcnow()
         with self._write() as conn:
             sweep_id = self._sweep_id(conn, name)
+            self._fence(conn, name)  # type: ignore[attr-defined]
             conn.execute(SWEEPS.update().where(SWEEPS.c.id == sweep_id).values(**values))
-            row = conn.execute(sa.select(SWEEPS).where(SWEEPS.c.id == sweep_id)).one()
-        return _sweep_dict(row)
+            row = conn.execute(self._sweep_select().where(SWEEPS.c.id == sweep_id)).one()
+        return self._live_sweep_dict(row)
 
     def delete_sweep(self, name: str) -> bool:
         """Delete the sweep with its evaluations and fronts; False if there was none."""
@@ -136,6 +165,7 @@ class SweepRecords:
             if sweep_id is None:
                 return False
             conn.execute(EVALUATIONS.delete().where(EVALUATIONS.c.sweep_id == sweep_id))
+            conn.execute(SHARDS.delete().where(SHARDS.c.sweep_id == sweep_id))
             conn.execute(FRONTS.delete().where(FRONTS.c.sweep_id == sweep_id))
             conn.execute(SWEEPS.delete().where(SWEEPS.c.id == sweep_id))
         return True
@@ -156,6 +186,7 @@ class SweepRecords:
         now = _utcnow()
         with self._write() as conn:
             sweep_id = self._sweep_id(conn, name)
+            self._fence(conn, name)  # type: ignore[attr-defined]
             values: dict[str, dict[str, Any]] = {}
             for i, row in enumerate(rows):  # validate everything before writing anything
                 value = _evaluation_row(row, i, sweep_id, now)
@@ -167,6 +198,70 @@ class SweepRecords:
             )
             result = conn.execute(stmt, list(values.values()))
             return len(result.all())
+
+    def add_shard(
+        self,
+        name: str,
+        shard: int,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        evaluated: int,
+        feasible: int,
+        reasons: Mapping[str, int],
+        front: list[Mapping[str, Any]],
+        covers: list[int] | None = None,
+    ) -> bool:
+        """Record a finished exhaustive shard — its evaluations (`rows`, stored as by
+        add_evaluations), counts, reasons and front points — in ONE transaction, so a shard is
+        done exactly when its rows are stored. False if the shard was already recorded."""
+        now = _utcnow()
+        rows = list(rows)
+        with self._write() as conn:
+            sweep_id = self._sweep_id(conn, name)
+            self._fence(conn, name)  # type: ignore[attr-defined]
+            if conn.execute(
+                sa.select(SHARDS.c.shard).where(SHARDS.c.sweep_id == sweep_id, SHARDS.c.shard == int(shard))
+            ).first():
+                return False
+            if rows:
+                values: dict[str, dict[str, Any]] = {}
+                for i, row in enumerate(rows):
+                    value = _evaluation_row(row, i, sweep_id, now)
+                    values.setdefault(value["config_key"], value)
+                conn.execute(
+                    self._insert(EVALUATIONS).on_conflict_do_nothing(index_elements=["sweep_id", "config_key"]),
+                    list(values.values()),
+                )
+            conn.execute(
+                SHARDS.insert().values(
+                    sweep_id=sweep_id,
+                    shard=int(shard),
+                    covers=[int(c) for c in (covers if covers is not None else [shard])],
+                    evaluated=int(evaluated),
+                    feasible=int(feasible),
+                    reasons=_jsonable(dict(reasons), "reasons"),
+                    front=_jsonable(list(front), "front"),
+                    created_at=now,
+                )
+            )
+        return True
+
+    def get_shards(self, name: str) -> list[dict[str, Any]]:
+        """The recorded shards of an exhaustive sweep, by shard number."""
+        with self._read() as conn:
+            sweep_id = self._sweep_id(conn, name)
+            rows = conn.execute(sa.select(SHARDS).where(SHARDS.c.sweep_id == sweep_id).order_by(SHARDS.c.shard)).all()
+        return [
+            {
+                "shard": r.shard,
+                "covers": list(r.covers),
+                "evaluated": int(r.evaluated),
+                "feasible": int(r.feasible),
+                "reasons": dict(r.reasons),
+                "front": list(r.front),
+            }
+            for r in rows
+        ]
 
     def evaluated_keys(self, name: str) -> set[str]:
         """config_key of every stored evaluation of the sweep."""
@@ -237,6 +332,7 @@ class SweepRecords:
         }
         with self._write() as conn:
             values["sweep_id"] = self._sweep_id(conn, name)
+            self._fence(conn, name)  # type: ignore[attr-defined]
             front_id = conn.execute(FRONTS.insert().values(**values).returning(FRONTS.c.id)).scalar_one()
             row = conn.execute(sa.select(FRONTS).where(FRONTS.c.id == front_id)).one()
         return _front_dict(row, name)

@@ -4,6 +4,7 @@ killed driver's sweep resumes from the database and nothing is evaluated twice."
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import optuna
 
 from search.cluster import ensure_ray
-from search.store import Store
+from search.store import LeaseLostError, Store
 from search.sweeps.control import ProgressCallback, StopCheck, SweepStopped, _now, code_version
 from search.sweeps.evaluators import make_evaluator
 from search.sweeps.exhaustive import _run_exhaustive
@@ -20,6 +21,7 @@ from search.sweeps.guided import _run_guided
 from search.sweeps.spec import SWEEP_NAME_PATTERN, SweepSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger("servesweep.driver")
 
 
 def start_sweep(
@@ -120,7 +122,7 @@ def _drive(
     spec = SweepSpec.model_validate(stored)
     if not local:
         ensure_ray(ray_address, workers)
-    store.update_sweep(name, status="running", started_at=record.get("started_at") or _now())
+    store.update_sweep(name, status="running", started_at=record.get("started_at") or _now(), error=None)
     try:
         if spec.sampler == "exhaustive":
             summary = _run_exhaustive(store, name, spec, workers, progress, record.get("summary") or {}, should_stop)
@@ -129,16 +131,27 @@ def _drive(
     except SweepStopped as stop:
         store.update_sweep(name, status=stop.status)
         return {"stopped": stop.status}
+    except LeaseLostError:
+        raise  # the sweep is no longer ours: write nothing more (its status is another driver's)
     except KeyboardInterrupt:
-        store.update_sweep(name, status="interrupted")
+        _record_end(store, name, "interrupted", None)
         raise
-    except Exception:
-        store.update_sweep(name, status="failed")
+    except Exception as exc:
+        _record_end(store, name, "failed", f"{type(exc).__name__}: {exc}")
         raise
     if spec.evaluator == "probe":
         summary = {**summary, **_probe_summary(store, name, spec)}
     store.update_sweep(name, status="finished", finished_at=_now(), summary=summary)
     return summary
+
+
+def _record_end(store: Store, name: str, status: str, error: str | None) -> None:
+    """Store how the sweep ended; when the database itself is what failed, log that instead of
+    raising over the real error (the lease's heartbeat stops, so readers see `interrupted`)."""
+    try:
+        store.update_sweep(name, status=status, error=error)
+    except Exception as exc:
+        log.error("sweep %s: could not record status %r (%s: %s)", name, status, type(exc).__name__, exc)
 
 
 def _probe_summary(store: Store, name: str, spec: SweepSpec) -> dict[str, Any]:

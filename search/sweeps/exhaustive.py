@@ -3,8 +3,9 @@
 The space is cut into shards of consecutive configuration ids; tasks evaluate them and send back
 each shard's Pareto front (and every row when the space is small enough to store,
 `STORE_ALL_LIMIT`); the driver merges fronts, so its memory holds fronts, not the space.
-Finished shards and the running front are checkpointed, so a killed driver resumes where it
-stopped and ends with the same exact front. `exact_front` is the same front computed in-process,
+Each finished shard is recorded (its counts and front, search.store add_shard) in the
+transaction that stores its rows, so a killed driver resumes redoing only the shards that were
+in flight, and ends with the same exact front. `exact_front` is the same front computed in-process,
 the reference that measures the guided tier.
 """
 
@@ -67,19 +68,39 @@ def _run_exhaustive(
     evaluator = make_evaluator(spec)
 
     front: EvalResult | None = None
-    if done:  # resume: the checkpointed front covers the finished shards
+    stored_shards = store.get_shards(name)
+    if done and not stored_shards:
+        # resume of a sweep checkpointed before shards were stored one by one: its checkpoint
+        # (front, counts, done shards) becomes the baseline shard -1
         saved = store.latest_front(name, kind="partial")
-        front = _result_from_points((saved or {}).get("points", []), evaluator.constraint_names)
+        store.add_shard(
+            name,
+            -1,
+            [],
+            covers=sorted(done),
+            evaluated=counts["evaluated"],
+            feasible=counts["feasible"],
+            reasons=reasons,
+            front=(saved or {}).get("points", []),
+        )
+        stored_shards = store.get_shards(name)
+    # resume: every recorded shard is done, its counts and front stored with its rows
+    done, counts, reasons = set(), {"evaluated": 0, "feasible": 0}, {}
+    for rec in stored_shards:
+        done.update(rec["covers"])
+        counts["evaluated"] += rec["evaluated"]
+        counts["feasible"] += rec["feasible"]
+        for r, c in rec["reasons"].items():
+            reasons[r] = reasons.get(r, 0) + c
+        part = _result_from_points(rec["front"], evaluator.constraint_names)
+        if part is not None:
+            front = merge_front(front, part, directions)
 
     state = Progress(total=size, evaluated=counts["evaluated"], feasible=counts["feasible"])
 
     def merge(part: EvalResult) -> None:
         nonlocal front
-        if len(part) == 0:
-            return
-        both = part if front is None or len(front) == 0 else _concat_results(front, part)
-        keep = np.flatnonzero(pareto_mask(to_minimization(both.objectives, directions)))
-        front = both.take(keep)
+        front = merge_front(front, part, directions)
 
     def checkpoint(final: bool = False) -> None:
         pts = _front_points(front, space, spec) if front is not None else []
@@ -112,8 +133,15 @@ def _run_exhaustive(
         for ref in ready:
             i = in_flight.pop(ref)
             part = ray.get(ref)
-            if keep_all and part["all"] is not None:
-                store.add_evaluations(name, part["all"].rows(space, evaluator.name))
+            store.add_shard(  # the shard is done exactly when its rows are stored
+                name,
+                i,
+                part["all"].rows(space, evaluator.name) if keep_all and part["all"] is not None else [],
+                evaluated=part["evaluated"],
+                feasible=part["feasible"],
+                reasons=part["reasons"],
+                front=_front_points(part["front"], space, spec) if len(part["front"]) else [],
+            )
             merge(part["front"])
             counts["evaluated"] += part["evaluated"]
             counts["feasible"] += part["feasible"]
@@ -151,6 +179,18 @@ def _run_exhaustive(
         "hypervolume": hv,
         "stored_every_evaluation": keep_all,
     }
+
+
+def merge_front(front: EvalResult | None, part: EvalResult, directions: list[str]) -> EvalResult | None:
+    """The Pareto front of `front` and a shard's front `part`. Of configurations with equal
+    objectives the one with the smallest id stays, whichever shard finished first, so the final
+    front does not depend on completion order."""
+    if len(part) == 0:
+        return front
+    both = part if front is None or len(front) == 0 else _concat_results(front, part)
+    both = both.take(np.argsort(both.ids, kind="stable"))
+    keep = np.flatnonzero(pareto_mask(to_minimization(both.objectives, directions)))
+    return both.take(keep)
 
 
 def _result_from_points(points: list[dict], constraint_names: list[str]) -> EvalResult | None:

@@ -137,7 +137,12 @@ def _run_guided(
             _tell(study, trial, known[key], evaluator.constraint_names, directions)
         done = study.get_trials(deepcopy=False)  # by number (seeds not yet asked are WAITING)
         # persist in trial order, skipping what a killed driver had written
-        add_trials(optuna_storage, stored, [done[t.number] for t in trials if t.number >= n_persisted])
+        add_trials(
+            optuna_storage,
+            stored,
+            [done[t.number] for t in trials if t.number >= n_persisted],
+            fence=store.lease_fence(name),
+        )
         n_persisted = max(n_persisted, trials[-1].number + 1)
         if progress:
             told = study.get_trials(deepcopy=False, states=_TOLD)

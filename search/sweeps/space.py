@@ -7,6 +7,7 @@ on its own, and a configuration's integer id is stable across processes and rest
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ class SearchSpace:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self._radix))
+        return math.prod(d.size for d in self.dimensions)  # Python ints: np.prod wraps past int64
 
     def decode(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Value indices of each dimension for configuration ids (vectorized)."""

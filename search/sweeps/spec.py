@@ -19,6 +19,7 @@ Errors name the field and the allowed values (`load_spec` wraps pydantic's).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,13 @@ OBJECTIVE_METRICS = {
     "output_tokens_per_s_per_gpu": "output_tokens_per_s_per_gpu",
 }
 MAXIMIZED = {"output_tokens_per_s_per_gpu"}
+# The largest spaces each tier covers: configuration ids are int64 (every tier), and the
+# exhaustive tier evaluates every configuration (a billion takes hours on a cluster).
+MAX_SPACE_SIZE = 2**62
+MAX_EXHAUSTIVE_SPACE_SIZE = 10**9
+# Simulator work per configuration (Simulation): requests served, replicas of a group simulated.
+MAX_SIMULATED_REQUESTS = 100_000
+MAX_SIMULATED_REPLICAS = 64
 
 
 class SpecError(ValueError):
@@ -84,7 +92,7 @@ class Space(_Strict):
     def _weights(cls, values: list[str]) -> list[str]:
         if not values:
             raise ValueError("needs at least one value")
-        return [get_scheme(v).name for v in values]
+        return list(dict.fromkeys(get_scheme(v).name for v in values))  # aliases named once
 
     @field_validator("kv_cache")
     @classmethod
@@ -94,7 +102,7 @@ class Space(_Strict):
         bad = [v for v in values if v.lower() not in KV_CACHE_BYTES]
         if bad:
             raise ValueError(f"unknown KV-cache dtype {bad}; allowed: {', '.join(KV_CACHE_BYTES)}")
-        return [v.lower() for v in values]
+        return list(dict.fromkeys(v.lower() for v in values))
 
 
 class Objective(_Strict):
@@ -156,15 +164,20 @@ class Budget(_Strict):
 class Simulation(_Strict):
     """Settings of `evaluator: simulator` (objectives.simulator): how many requests each
     configuration serves, from which seed, arriving how (Poisson, gamma with a burstiness
-    coefficient of variation, or a CSV trace), and how a group of replicas shares them."""
+    coefficient of variation, or a CSV trace), and how a group of replicas shares them.
 
-    requests: int = Field(default=2000, ge=10, le=1_000_000)
+    The work per configuration grows with `requests` and `max_replicas`, and any token holder of
+    the service can send a spec, so both are bounded: `requests` 10 to 100,000 and
+    `max_replicas` 1 to 64 (a spec beyond is refused naming the field; HTTP 422)."""
+
+    requests: int = Field(default=2000, ge=10, le=MAX_SIMULATED_REQUESTS)
     seed: int | None = None  # default: the spec's seed
     arrivals: Literal["poisson", "gamma"] = "poisson"
     cv: float = Field(default=1.0, gt=0)  # of gamma inter-arrival times (1 = Poisson)
     trace: str | None = None  # CSV of timestamp, input tokens, output tokens (Azure format)
     dispatch: Literal["least_loaded", "round_robin"] = "least_loaded"
-    max_replicas: int = Field(default=4, ge=1)  # larger groups: this many, at their share of the rate
+    # larger groups: this many, at their share of the rate
+    max_replicas: int = Field(default=4, ge=1, le=MAX_SIMULATED_REPLICAS)
     block_size: int = Field(default=16, ge=1, le=1024)
 
     @field_validator("trace")
@@ -246,12 +259,37 @@ class SweepSpec(_Strict):
             self.accelerators = sorted(catalog)
         else:
             try:
-                self.accelerators = [get_accelerator(a, catalog).id for a in self.accelerators]
+                # aliases and repeats of one accelerator count once, in the order first given
+                self.accelerators = list(dict.fromkeys(get_accelerator(a, catalog).id for a in self.accelerators))
             except UnknownAcceleratorError as exc:
                 raise ValueError(f"accelerators: {exc}") from None
             if not self.accelerators:
                 raise ValueError("accelerators: give at least one, or 'all'")
+        size = self.space_size()
+        limit, tier = (
+            (MAX_EXHAUSTIVE_SPACE_SIZE, "the exhaustive sampler evaluates every configuration")
+            if self.sampler == "exhaustive"
+            else (MAX_SPACE_SIZE, "configuration ids are 64-bit")
+        )
+        if size > limit:
+            raise ValueError(
+                f"space: {size:.3g} configurations ({len(self.accelerators)} accelerators x "
+                + " x ".join(f"{len(v)} {k}" for k, v in self._space_values().items())
+                + f") is more than the {limit:,} a {self.sampler} sweep can cover ({tier}); narrow the space"
+                + (" or use a guided sampler (tpe, nsga2, gp)" if self.sampler == "exhaustive" else "")
+            )
         return self
+
+    def _space_values(self) -> dict[str, list]:
+        values = {k: getattr(self.space, k) for k in ("tp", "pp", "ep", "weights", "kv_cache", "max_batch")}
+        values["chunked_prefill"] = self.space.chunked_prefill
+        if isinstance(self.space.replicas, list):
+            values["replicas"] = self.space.replicas
+        return values
+
+    def space_size(self) -> int:
+        """How many configurations the space has (a Python int: never overflows)."""
+        return math.prod([len(self.accelerators), *(len(v) for v in self._space_values().values())])
 
     def resolved_workload(self) -> Workload:
         return get_preset(self.workload) if isinstance(self.workload, str) else self.workload
@@ -287,4 +325,6 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"sweep spec {p} is not valid YAML: {exc}") from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit limit
+        raise SpecError(f"sweep spec {p} has a number with too many digits ({exc})") from None
     return parse_spec(data), text
