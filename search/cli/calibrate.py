@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from search.calibration import calibrate_from_measurements
-from search.cli.console import console, err, fail
+from search.cli.console import console, fail, say
 
 
 def calibrate(
@@ -78,8 +78,8 @@ def calibrate(
         console.print(f"  {k:<26} {v['value']:.6g}")
     if output is not None:
         output.write_text(json.dumps(record, indent=2) + "\n")
-        console.print(f"wrote {output}")
-    console.print(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
+        say(f"wrote {output}")
+    say(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
 
 
 def calibrations(
@@ -112,7 +112,7 @@ def calibrations(
             console.print_json(json.dumps(summary))
             return
         if not summary:
-            console.print(f"no calibrations in {store.url}: run 'servesweep calibrate' or 'servesweep probe'")
+            say(f"no calibrations in {store.url}: run 'servesweep calibrate' or 'servesweep probe'")
             return
         table = Table(title=f"calibrations in {store.url} (newest first)")
         for col in ("name", "kind", "applies to", "created", "held-out median/p90: before -> after"):
@@ -140,7 +140,7 @@ def calibrations(
         print(text, end="")
     else:
         output.write_text(text)
-        err.print(f"wrote {output} (use it with --calibration {output})")
+        say(f"wrote {output} (use it with --calibration {output})", stderr=True)
 
 
 def _held_out(record: dict) -> dict:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from search.calibration import resolve_calibration
-from search.cli.console import console, fail
+from search.cli.console import console, fail, say
 from search.outputs import EstimateError, gpu_catalog, model_catalog
 from search.outputs import estimate as estimate_deployment
 
@@ -148,9 +148,9 @@ def _print_estimate(r: dict) -> None:
         f"{r['model']} on {r['gpus']}x {r['gpu']} (TP{r['tp']} PP{r['pp']} EP{r['ep']}), "
         f"{r['weights']} weights ({r['compute_dtype']} compute), {r['kv_cache']} KV, isl {r['isl']} osl {r['osl']}"
     )
-    console.print(f"[bold]{title}[/]")
+    say(title, style="bold")
     if not r["feasible"]:
-        console.print(f"[bold red]infeasible:[/] {r['reason']}")
+        say(str(r["reason"]), "infeasible: ", "bold red")
     mem = Table(title="memory per GPU", show_header=False)
     mem.add_row("weights", f"{r['weights_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.1f} GB")
     if r["kv_budget_per_gpu_gb"] > 0:
@@ -198,7 +198,7 @@ def _print_estimate(r: dict) -> None:
         f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']}); calibration: {r['calibration']}"
     )
     for note in r["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        say(note, "note: ", "yellow")
 
 
 def register(app: typer.Typer) -> None:

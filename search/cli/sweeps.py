@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.cli.console import console, fail
+from search.cli.console import console, fail, say
 from search.outputs import FrontError, front_rows
 from search.sweeps import SpecError, load_spec
 
@@ -70,8 +70,8 @@ def run(
                 k: v for k, v in spec.model_dump(mode="json").items() if k not in skip
             }
             if same and existing["status"] == "finished":
-                console.print(f"sweep [bold]{existing['name']}[/] already finished in {store.url}")
-                console.print(_summary_line(existing.get("summary") or {}))
+                say(f"sweep {existing['name']} already finished in {store.url}")
+                say(_summary_line(existing.get("summary") or {}))
                 return
             hint = f"resume it with --resume {existing['name']}" if same else "its spec differs; choose another --name"
             fail(f"a sweep named {existing['name']!r} exists in {store.url} (status {existing['status']}); {hint}")
@@ -85,7 +85,7 @@ def run(
         record = store.get_sweep(resume)
         if record is None:
             fail(f"no sweep named {resume!r} in {store.url}")
-    console.print(f"sweep [bold]{sweep_name}[/] -> {store.url}")
+    say(f" -> {store.url}", f"sweep {sweep_name}", "bold")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -111,7 +111,7 @@ def run(
         except ValueError as exc:
             fail(str(exc))
             return
-    console.print(_summary_line(summary))
+    say(_summary_line(summary))
 
 
 def _cpus() -> int:
@@ -165,13 +165,13 @@ def show(name: str, storage: StorageOpt = None) -> None:
         fail(f"no sweep named {name!r} in {store.url}")
         return
     counts = store.count_evaluations(name)
-    console.print(
-        f"[bold]{s['name']}[/]  status {s['status']}  submitter {s.get('submitter')}  code {s.get('code_version')}"
-    )
-    console.print(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
-    console.print(f"stored evaluations: {counts}")
+    say(f"  status {s['status']}  submitter {s.get('submitter')}  code {s.get('code_version')}", s["name"], "bold")
+    say(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
+    say(f"stored evaluations: {counts}")
     console.print_json(json.dumps({"summary": _short(s.get("summary") or {}), "price_table": s.get("price_table")}))
-    console.print(s.get("spec_yaml") or "")
+    say("spec (YAML):")
+    # the stored text exactly as written: plain print, so no markup, no wrapping, and it parses
+    print(s.get("spec_yaml") or "", end="" if (s.get("spec_yaml") or "").endswith("\n") else "\n")
 
 
 def _short(summary: dict) -> dict:
@@ -268,7 +268,7 @@ def export(
         pq.write_table(pa.Table.from_pylist(rows), output)
     else:
         fail(f"unknown export format {suffix or output.name!r}; use .csv, .json or .parquet")
-    console.print(f"wrote {len(rows)} rows to {output}")
+    say(f"wrote {len(rows)} rows to {output}")
 
 
 def dashboard(
@@ -285,7 +285,7 @@ def dashboard(
         fail("optuna-dashboard is not installed: pip install 'servesweep[dashboard]'")
         return
     url = storage or default_storage_url()
-    console.print(f"optuna-dashboard on {url} at http://{host}:{port}")
+    say(f"optuna-dashboard on {url} at http://{host}:{port}")
     run_server(make_optuna_storage(url), host=host, port=port)
 
 
@@ -307,7 +307,7 @@ def report(
     except ValueError as exc:
         fail(str(exc))
         return
-    console.print(f"wrote the report of sweep [bold]{name}[/] to {path}")
+    say(f"wrote the report of sweep {name} to {path}")
 
 
 def register(app: typer.Typer) -> None:

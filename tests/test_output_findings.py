@@ -1,0 +1,89 @@
+"""Issue 16, the output findings (7, 8, 9, 11, 12, 13, 14, 16, 17, 18): what a user reads is
+whole, right and explained. Real local Ray, real SQLite files."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from search.cli import app
+from search.store import Store
+from search.sweeps import parse_spec, run_sweep, start_sweep
+
+LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
+
+# A comment line longer than 80 columns and bracketed lists: what `show` must print as is.
+SPEC_YAML = """\
+# A small chat sweep for Llama-3.1-8B on H100: which parallelism, quantization and batch limit serve chat cheapest?
+name: small-out
+model: meta-llama/Llama-3.1-8B-Instruct
+workload: chat
+accelerators: [H100-SXM]
+space:
+  tp: [1, 2]
+  weights: [bf16, fp8]
+  kv_cache: [bf16, fp8]
+  max_batch: [1, 16, 64]
+  chunked_prefill: [8192]
+sampler: exhaustive
+seed: 0
+"""
+
+# Nothing fits: 405B in bf16 on one L4.
+NOTHING_FITS = {
+    "name": "nothing-fits",
+    "model": "meta-llama/Llama-3.1-405B-Instruct",
+    "workload": "chat",
+    "accelerators": ["L4"],
+    "space": {"tp": [1], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1, 8], "chunked_prefill": [8192]},
+    "sampler": "exhaustive",
+    "seed": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def small(local_ray, tmp_path_factory):
+    """(storage URL, store) holding the finished sweeps `small-out` and `nothing-fits`."""
+    root = tmp_path_factory.mktemp("outputs")
+    url = f"sqlite:///{root / 'servesweep.db'}"
+    store = Store(url)
+    spec = parse_spec(yaml.safe_load(SPEC_YAML))
+    run_sweep(store, start_sweep(store, spec, SPEC_YAML, None, workers=2), workers=2)
+    bad = parse_spec(NOTHING_FITS)
+    run_sweep(store, start_sweep(store, bad, yaml.safe_dump(NOTHING_FITS), None, workers=2), workers=2)
+    return url, store
+
+
+def _invoke(*args: str, columns: int = 80):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns)})
+
+
+# ---------------------------------------------------------------- 7: markup-safe, unwrapped
+
+
+def test_7_show_prints_the_spec_whole_and_it_parses(small):
+    url, _ = small
+    result = _invoke("show", "small-out", "--storage", url)
+    assert result.exit_code == 0, result.output
+    marker = "spec (YAML):\n"
+    assert marker in result.stdout
+    text = result.stdout.split(marker, 1)[1]
+    assert text.strip() == SPEC_YAML.strip()  # not wrapped at 80 columns
+    assert yaml.safe_load(text) == yaml.safe_load(SPEC_YAML)
+    assert "weights: [bf16, fp8]" in text and "kv_cache: [bf16, fp8]" in text
+
+
+def test_7_errors_keep_bracketed_install_hints():
+    from search.cli.console import fail
+
+    tiny = typer.Typer()
+
+    @tiny.command()
+    def hint() -> None:
+        fail("probing needs PyTorch: pip install 'servesweep[probe]' (or [gp])")
+
+    result = CliRunner().invoke(tiny, [], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "pip install 'servesweep[probe]' (or [gp])" in result.output
