@@ -3,6 +3,8 @@ whole, right and explained. Real local Ray, real SQLite files."""
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import typer
 import yaml
@@ -87,3 +89,18 @@ def test_7_errors_keep_bracketed_install_hints():
     result = CliRunner().invoke(tiny, [], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "pip install 'servesweep[probe]' (or [gp])" in result.output
+
+
+# ---------------------------------------------------------------- 8: max_batch is the limit
+
+
+def test_8_export_evaluations_keeps_the_configured_batch_limit(small, tmp_path):
+    url, _ = small
+    out = tmp_path / "evals.csv"
+    result = _invoke("export", "small-out", "--what", "evaluations", "-o", str(out), "--storage", url)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 24
+    assert {int(r["max_batch"]) for r in rows} == {1, 16, 64}
+    assert all(r["batch_that_fits"] for r in rows if r["feasible"] == "True")
+    assert any(int(float(r["batch_that_fits"])) > 64 for r in rows if r["batch_that_fits"])

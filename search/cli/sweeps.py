@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from search.cli.console import console, fail, say
-from search.outputs import FrontError, front_rows
+from search.outputs import FrontError, evaluation_rows, front_rows
 from search.sweeps import SpecError, load_spec
 
 StorageOpt = Annotated[
@@ -235,18 +235,10 @@ def export(
         except FrontError as exc:
             fail(str(exc))
     elif what == "evaluations":
-        if store.get_sweep(name) is None:
-            fail(f"no sweep named {name!r} in {store.url}")
-        rows = []
-        for e in store.get_evaluations(name):
-            row = {
-                **{k: v for k, v in e["config"].items() if k != "id"},
-                "feasible": e["feasible"],
-                "reason": e.get("reason"),
-            }
-            row.update({k: v for k, v in (e.get("metrics") or {}).items() if k != "constraints"})
-            rows.append(row)
-        columns = list(dict.fromkeys(k for r in rows for k in r))
+        try:
+            columns, rows = evaluation_rows(store, name)
+        except FrontError as exc:
+            fail(str(exc))
     else:
         fail(f"--what must be front or evaluations, not {what!r}")
         return

@@ -14,6 +14,7 @@ _EXPORTS = {
     "COST": "candidates",
     "efficiency_bases": "procurement",
     "estimate": "estimates",
+    "evaluation_rows": "fronts",
     "EstimateError": "estimates",
     "for_store": "analysis",
     "front_rows": "fronts",
