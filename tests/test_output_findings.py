@@ -4,6 +4,8 @@ whole, right and explained. Real local Ray, real SQLite files."""
 from __future__ import annotations
 
 import csv
+import re
+from pathlib import Path
 
 import pytest
 import typer
@@ -104,3 +106,31 @@ def test_8_export_evaluations_keeps_the_configured_batch_limit(small, tmp_path):
     assert {int(r["max_batch"]) for r in rows} == {1, 16, 64}
     assert all(r["batch_that_fits"] for r in rows if r["feasible"] == "True")
     assert any(int(float(r["batch_that_fits"])) > 64 for r in rows if r["batch_that_fits"])
+
+
+# ---------------------------------------------------------------- 11: nothing fits, say why
+
+
+def test_11_run_front_and_report_say_why_nothing_qualifies(small, tmp_path):
+    url, store = small
+    summary = store.get_sweep("nothing-fits")["summary"]
+    assert summary["feasible"] == 0
+    front = _invoke("front", "nothing-fits", "--storage", url, columns=200)
+    assert front.exit_code == 0, front.output
+    assert "no feasible configuration" in front.stdout
+    assert re.search(r"weights need ≥ \d+ GPUs", front.stdout), front.stdout
+    again = _invoke("run", str(_write(tmp_path, NOTHING_FITS)), "--storage", url, columns=200)
+    assert again.exit_code == 0, again.output
+    assert re.search(r"weights need ≥ \d+ GPUs", again.stdout), again.stdout
+    out = tmp_path / "r.html"
+    rep = _invoke("report", "nothing-fits", "-o", str(out), "--storage", url)
+    assert rep.exit_code == 0, rep.output
+    html = out.read_text()
+    assert "No configuration of this sweep fits" in html
+    assert re.search(r"weights need ≥ \d+ GPUs", html)
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

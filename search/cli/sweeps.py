@@ -72,6 +72,8 @@ def run(
             if same and existing["status"] == "finished":
                 say(f"sweep {existing['name']} already finished in {store.url}")
                 say(_summary_line(existing.get("summary") or {}))
+                if (existing.get("summary") or {}).get("feasible") == 0:
+                    _say_why_nothing_fits(store, existing["name"])
                 return
             hint = f"resume it with --resume {existing['name']}" if same else "its spec differs; choose another --name"
             fail(f"a sweep named {existing['name']!r} exists in {store.url} (status {existing['status']}); {hint}")
@@ -112,12 +114,22 @@ def run(
             fail(str(exc))
             return
     say(_summary_line(summary))
+    if summary.get("feasible") == 0 and "stopped" not in summary:
+        _say_why_nothing_fits(store, sweep_name)
 
 
 def _cpus() -> int:
     import os
 
     return os.cpu_count() or 1
+
+
+def _say_why_nothing_fits(store: Any, name: str) -> None:
+    from search.outputs import why_nothing_fits
+
+    say(f"no feasible configuration in sweep {name}: nothing it tried fits.", style="bold yellow")
+    for line in why_nothing_fits(store, name):
+        say(f"  {line}")
 
 
 def _summary_line(s: dict) -> str:
@@ -209,6 +221,8 @@ def front(
         w.writeheader()
         w.writerows(rows)
         print(buf.getvalue(), end="")
+    elif not rows:
+        _say_why_nothing_fits(store, name)
     else:
         config = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill")
         shown = [c for c in columns if c in config or c.startswith("objective_")]

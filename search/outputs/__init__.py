@@ -19,6 +19,7 @@ _EXPORTS = {
     "for_store": "analysis",
     "front_rows": "fronts",
     "FrontError": "fronts",
+    "nothing_fits_reasons": "infeasible",
     "gpu_catalog": "estimates",
     "KINDS": "candidates",
     "knee_index": "candidates",
@@ -38,6 +39,7 @@ _EXPORTS = {
     "SimulationError": "simulation",
     "sweep_context": "candidates",
     "SweepContext": "candidates",
+    "why_nothing_fits": "infeasible",
     "write_report": "report",
 }
 __all__ = sorted(_EXPORTS)
