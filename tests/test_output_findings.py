@@ -134,3 +134,32 @@ def _write(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# ---------------------------------------------------------------- 12: guided counts agree
+
+
+def test_12_duplicate_suggestions_do_not_consume_the_budget(local_ray, tmp_path):
+    data = {**yaml.safe_load(SPEC_YAML), "name": "guided-dups", "sampler": "tpe", "budget": {"trials": 18}}
+    store = Store(f"sqlite:///{tmp_path / 'g.db'}")
+    spec = parse_spec(data)
+    seen = []
+    summary = run_sweep(
+        store,
+        start_sweep(store, spec, yaml.safe_dump(data), None, workers=2),
+        workers=2,
+        progress=lambda p: seen.append((p.evaluated, p.feasible, p.total)),
+    )
+    stored = store.count_evaluations("guided-dups")["total"]
+    assert summary["evaluated"] == stored == 18  # 18 distinct configurations of 24
+    assert seen[-1][0] == summary["evaluated"] and seen[-1][1] == summary["feasible"]
+    assert seen[-1][2] == 18
+
+
+def test_12_a_budget_beyond_the_space_stops_at_the_space(local_ray, tmp_path):
+    data = {**yaml.safe_load(SPEC_YAML), "name": "guided-all", "sampler": "tpe", "budget": {"trials": 60}}
+    store = Store(f"sqlite:///{tmp_path / 'g.db'}")
+    spec = parse_spec(data)
+    summary = run_sweep(store, start_sweep(store, spec, yaml.safe_dump(data), None, workers=2), workers=2)
+    assert summary["evaluated"] <= 24
+    assert store.count_evaluations("guided-all")["total"] == summary["evaluated"]
