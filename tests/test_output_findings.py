@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from search.cli import app
 from search.store import Store
-from search.sweeps import parse_spec, run_sweep, start_sweep
+from search.sweeps import SearchSpace, parse_spec, run_sweep, start_sweep
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -106,6 +107,53 @@ def test_8_export_evaluations_keeps_the_configured_batch_limit(small, tmp_path):
     assert {int(r["max_batch"]) for r in rows} == {1, 16, 64}
     assert all(r["batch_that_fits"] for r in rows if r["feasible"] == "True")
     assert any(int(float(r["batch_that_fits"])) > 64 for r in rows if r["batch_that_fits"])
+
+
+# ---------------------------------------------------------------- 9: cancel an exhaustive sweep
+
+SIM = {
+    "name": "sim-cancel",
+    "model": LLAMA_8B,
+    "workload": "chat",
+    "accelerators": ["H100-SXM", "A100-SXM-80GB"],
+    "space": {
+        "tp": [1, 2],
+        "weights": ["bf16", "fp8"],
+        "kv_cache": ["bf16", "fp8"],
+        "max_batch": [8, 32, 64, 128],
+        "chunked_prefill": [2048, 8192],
+    },
+    "evaluator": "simulator",
+    "simulation": {"requests": 60},
+    "sampler": "exhaustive",
+    "budget": {"trials": 20},
+    "seed": 0,
+}
+
+
+def test_9_an_exhaustive_simulator_sweep_is_cancelled_between_shards(local_ray, tmp_path):
+    from search.service.jobs import SweepManager
+
+    store = Store(f"sqlite:///{tmp_path / 'sim.db'}")
+    spec = parse_spec(SIM)
+    size = SearchSpace(spec).size
+    name = start_sweep(store, spec, yaml.safe_dump(SIM), None, workers=2, service=True)
+    manager = SweepManager(store, workers=2)
+    job = manager.start(name, "alice")
+    seen = threading.Event()
+    for _ in range(1200):
+        if job.progress is not None or job.done.is_set():
+            seen.set()
+            break
+        job.done.wait(0.05)
+    assert seen.is_set()
+    first = dict(job.progress or {})
+    assert first["total"] == size and first["evaluated"] is not None  # not budget.trials, not None
+    manager.cancel(name, wait_s=120)
+    assert job.done.is_set() and job.error is None
+    record = store.get_sweep(name)
+    assert record["status"] == "cancelled"
+    assert store.count_evaluations(name)["total"] < size
 
 
 # ---------------------------------------------------------------- 11: nothing fits, say why
