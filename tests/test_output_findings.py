@@ -4,6 +4,7 @@ whole, right and explained. Real local Ray, real SQLite files."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import threading
 from pathlib import Path
@@ -211,3 +212,27 @@ def test_12_a_budget_beyond_the_space_stops_at_the_space(local_ray, tmp_path):
     summary = run_sweep(store, start_sweep(store, spec, yaml.safe_dump(data), None, workers=2), workers=2)
     assert summary["evaluated"] <= 24
     assert store.count_evaluations("guided-all")["total"] == summary["evaluated"]
+
+
+# ---------------------------------------------------------------- 13: decode and prefill bounds
+
+
+def test_13_estimate_reports_the_decode_and_prefill_bounds():
+    args = ["estimate", "--model", LLAMA_8B, "--gpu", "h100", "--weights", "fp8", "--batch", "64"]
+    r = json.loads(_invoke(*args, "--json").stdout)
+    d = r["decode_step_s"]
+    assert d["weights_memory_s"] + d["kv_memory_s"] > d["gemm_compute_s"] + d["attention_compute_s"]
+    assert r["decode_bound"] == "bandwidth"
+    assert r["prefill_bound"] in ("compute", "bandwidth", "interconnect", "overhead")
+    text = " ".join(_invoke(*args, columns=200).stdout.split())
+    assert "decode step bound: bandwidth" in text
+    assert f"prefill bound: {r['prefill_bound']}" in text
+    assert "whole cycle (prefill included)" in text
+
+
+def test_13_report_card_names_both_bounds(small, tmp_path):
+    url, _ = small
+    out = tmp_path / "r.html"
+    assert _invoke("report", "small-out", "-o", str(out), "--storage", url).exit_code == 0
+    html = out.read_text()
+    assert "decode step bound" in html and "prefill bound" in html

@@ -184,7 +184,6 @@ def _print_estimate(r: dict) -> None:
         s.add_row("end-to-end", _fmt_s(r["e2e_s"]))
         s.add_row("output tokens/s per GPU", f"{r['output_tokens_per_s_per_gpu']:.1f}")
         s.add_row("output tokens/s per user", f"{r['output_tokens_per_s_per_user']:.1f}")
-        s.add_row("bound", r["bound"])
         s.add_row("energy per output token", f"{r['energy_j_per_output_token']:.2f} J (at TDP)")
         s.add_row(
             f"cost ({r['pricing']})",
@@ -192,6 +191,11 @@ def _print_estimate(r: dict) -> None:
             f"${r['usd_per_million_output_tokens']:.3f} per million output tokens",
         )
         console.print(s)
+        say(
+            f"decode step bound: {r['decode_bound']}; prefill bound: {r['prefill_bound']}; "
+            f"whole cycle (prefill included): {r['bound']} — the cycle is {r['osl']} decode steps plus one "
+            "prefill per request, so a compute-heavy prefill can bound it while each decode step reads memory"
+        )
     e = r["efficiency"]
     console.print(
         f"efficiency: bandwidth {e['bw']:.2f}, GEMM {e['gemm']:.2f}, attention {e['attention']:.2f}, "

@@ -96,10 +96,12 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         "configuration; click a legend entry to hide a GPU."
     )
     by_gpu: dict[str, list[tuple[str, dict, dict]]] = {}
+    roofs: dict[str, dict] = {}
     for kind in KINDS:
         r = recs.get(kind)
         if r is not None:
-            by_gpu.setdefault(r["accelerator"], []).append((kind, r, roofline_data(ctx, r)))
+            roofs[kind] = roofline_data(ctx, r)
+            by_gpu.setdefault(r["accelerator"], []).append((kind, r, roofs[kind]))
     roof_html = []
     for gpu, items in by_gpu.items():
         first = items[0][2]
@@ -141,7 +143,7 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
                 numeric={1, 2, 3, 4, 5, 6},
             )
         )
-    cards = "".join(_rec_card(ctx, k, recs.get(k)) for k in KINDS)
+    cards = "".join(_rec_card(ctx, k, recs.get(k), roofs.get(k)) for k in KINDS)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " · ".join(
         f"<a href=#{a}>{t}</a>"

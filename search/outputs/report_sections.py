@@ -176,7 +176,16 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
     )
 
 
-def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None) -> str:
+def _side(roof: dict[str, Any], step: str) -> str:
+    """'memory bandwidth' or 'compute': the side of the ridge of one step, as in the roofline table."""
+    s = roof[step]
+    side = "memory bandwidth" if s["intensity"] < roof["ridge_flop_per_byte"] else "compute"
+    return f"{side} ({s['intensity']:.3g} FLOP/B, ridge {roof['ridge_flop_per_byte']:.0f})"
+
+
+def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None, roof: dict[str, Any] | None = None) -> str:
+    """One recommendation's card; `roof` (its roofline_data) gives the decode step's and the
+    prefill's bounds, the same sides of the ridge as the roofline table."""
     if r is None:
         return (
             f'<div class=card data-kind="{kind}"><div class=kind>{_e(TITLES[kind])}</div>'
@@ -205,7 +214,15 @@ def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None) -> str:
             f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_per_gpu_gb']:.0f} GB "
             f"(weights {r['weights_per_gpu_gb']:.1f} GB)",
         ),
-        ("bound", r["bound"] or "–"),
+        *(
+            [
+                ("decode step bound", _side(roof, "decode")),
+                ("prefill bound", _side(roof, "prefill")),
+            ]
+            if roof
+            else []
+        ),
+        ("whole cycle bound (osl decode steps + prefill)", r["bound"] or "–"),
         ("latencies", r.get("basis") or "–"),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in kv)
