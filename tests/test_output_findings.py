@@ -236,3 +236,26 @@ def test_13_report_card_names_both_bounds(small, tmp_path):
     assert _invoke("report", "small-out", "-o", str(out), "--storage", url).exit_code == 0
     html = out.read_text()
     assert "decode step bound" in html and "prefill bound" in html
+
+
+# ---------------------------------------------------------------- 17: presets with overrides
+
+
+def test_17_a_preset_with_overrides():
+    from workloads import get_preset
+
+    spec = parse_spec({**yaml.safe_load(SPEC_YAML), "workload": {"preset": "rag", "arrival_rate_per_s": 20}})
+    w = spec.resolved_workload()
+    rag = get_preset("rag")
+    assert w.arrival_rate_per_s == 20
+    assert w.input_tokens == rag.input_tokens and w.slos == rag.slos
+    assert "rag" in w.name
+
+
+def test_17_an_unknown_override_is_named():
+    from search.sweeps import SpecError
+
+    with pytest.raises(SpecError) as exc:
+        parse_spec({**yaml.safe_load(SPEC_YAML), "workload": {"preset": "rag", "arrival_rate": 20}})
+    assert "arrival_rate" in str(exc.value)
+    assert "union" not in str(exc.value).lower() and "Workload" not in str(exc.value)
