@@ -238,6 +238,28 @@ def test_13_report_card_names_both_bounds(small, tmp_path):
     assert "decode step bound" in html and "prefill bound" in html
 
 
+# ---------------------------------------------------------------- 16: progress on calibrate
+
+
+def test_16_calibrate_shows_progress(tmp_path):
+    from search.calibration import calibrate_from_measurements, load_measurements
+
+    data = Path(__file__).resolve().parent / "data" / "measurements.public.jsonl"
+    rows = load_measurements(data)[:40]
+    ticks: list[tuple[int, int]] = []
+    calibrate_from_measurements(rows, name="p", max_evals=40, progress=lambda n, total: ticks.append((n, total)))
+    assert ticks and ticks[-1][0] == ticks[-1][1] and all(t == ticks[0][1] for _, t in ticks)
+    small = tmp_path / "m.jsonl"
+    small.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", "--measurements", str(small), "--max-evals", "20", "--storage", f"sqlite:///{tmp_path / 'c.db'}"],
+        env={"COLUMNS": "120"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "fitting" in result.stderr and "loss evaluations" in result.stderr
+
+
 # ---------------------------------------------------------------- 17: presets with overrides
 
 

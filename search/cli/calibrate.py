@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from search.calibration import calibrate_from_measurements
-from search.cli.console import console, fail, say
+from search.cli.console import console, err, fail, say
 
 
 def calibrate(
@@ -24,6 +28,7 @@ def calibrate(
     name: Annotated[str | None, typer.Option(help="name of the stored calibration")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the record here (JSON)")] = None,
     storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Fit the cost model's global efficiency parameters to end-to-end measurements."""
     import datetime as dt
@@ -45,15 +50,17 @@ def calibrate(
         store = Store(storage or default_storage_url())
         if store.get_calibration(name) is not None:
             fail(f"a calibration named {name!r} already exists in {store.url}")
-        record = calibrate_from_measurements(
-            rows,
-            name=name,
-            holdout_fraction=holdout_fraction,
-            seed=seed,
-            params=names,
-            max_evals=max_evals,
-            source=str(measurements),
-        )
+        with _fit_progress(len(rows), quiet) as on_progress:
+            record = calibrate_from_measurements(
+                rows,
+                name=name,
+                holdout_fraction=holdout_fraction,
+                seed=seed,
+                params=names,
+                max_evals=max_evals,
+                source=str(measurements),
+                progress=on_progress,
+            )
         store.save_calibration(name, "measurements", record)
     except ValueError as exc:
         fail(str(exc))
@@ -80,6 +87,29 @@ def calibrate(
         output.write_text(json.dumps(record, indent=2) + "\n")
         say(f"wrote {output}")
     say(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
+
+
+@contextmanager
+def _fit_progress(n_rows: int, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for the fit (minutes on the public file): yields the callback."""
+    with Progress(
+        TextColumn(f"fitting {n_rows:,} measurements"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("fit", total=None, info="loss evaluations 0")
+        last = [0.0]
+
+        def on_progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] > 0.1:  # a redraw per 0.1 s, not per evaluation
+                last[0] = now
+                bar.update(task, completed=done, total=total, info=f"loss evaluations {done:,}/{total:,}")
+
+        yield on_progress
 
 
 def calibrations(
