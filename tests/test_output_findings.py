@@ -238,6 +238,29 @@ def test_13_report_card_names_both_bounds(small, tmp_path):
     assert "decode step bound" in html and "prefill bound" in html
 
 
+# ---------------------------------------------------------------- 14: tables
+
+
+def test_14_front_table_has_units_and_whole_ids(small):
+    url, _ = small
+    result = _invoke("front", "small-out", "--storage", url, columns=100)
+    assert result.exit_code == 0, result.output
+    assert "TPOT p99 (ms)" in result.stdout
+    assert "$/Mtok" in result.stdout
+    assert "H100-SXM" in result.stdout  # not cut to H100…
+    assert "…" not in result.stdout
+
+
+def test_14_catalog_models_shows_aliases_and_wide_ids():
+    result = _invoke("catalog", "models", "--wide", columns=80)
+    assert result.exit_code == 0, result.output
+    assert "aliases" in result.stdout
+    assert "llama-3.1-8b" in result.stdout.lower()
+    assert LLAMA_8B in result.stdout
+    gpus = _invoke("catalog", "gpus", columns=80)
+    assert "A100-SXM-80GB" in gpus.stdout and "…" not in gpus.stdout
+
+
 # ---------------------------------------------------------------- 16: progress on calibrate
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from search.calibration import resolve_calibration
-from search.cli.console import console, fail, say
+from search.cli.console import console, fail, print_table, say
 from search.outputs import EstimateError, gpu_catalog, model_catalog
 from search.outputs import estimate as estimate_deployment
 
@@ -32,16 +32,29 @@ def catalog(
     kind: Annotated[CatalogKind, typer.Argument(help="gpus or models")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="print the table at full width (no wrapping)")] = False,
 ) -> None:
-    """List the accelerators or models servesweep knows."""
+    """List the accelerators or models servesweep knows (units in the headers: TFLOP/s dense, GB,
+    TB/s, GB/s per direction, W, $ per GPU-hour)."""
     if kind is CatalogKind.gpus:
         rows = gpu_catalog(gpu_file)
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        table = Table(title="accelerators")
-        for col in ("id", "bf16 TF", "fp8 TF", "fp4 TF", "HBM GB", "TB/s", "link GB/s", "domain", "TDP W", "$/h"):
-            table.add_column(col, justify="right" if col != "id" else "left")
+        table = Table(title="accelerators (TF: dense TFLOP/s; link: scale-up GB/s per direction)")
+        table.add_column("id")
+        for col in (
+            "bf16 TF",
+            "fp8 TF",
+            "fp4 TF",
+            "HBM GB",
+            "HBM TB/s",
+            "link GB/s",
+            "domain GPUs",
+            "TDP W",
+            "$/GPU-h",
+        ):
+            table.add_column(col, justify="right")
         for r in rows:
             tf = r["peak_tflops"]
             table.add_row(
@@ -56,19 +69,22 @@ def catalog(
                 f"{r['tdp_w']:.0f}",
                 f"{r['usd_per_gpu_hour']:.2f}",
             )
-        console.print(table)
+        print_table(table, wide, wrap=("aliases",))
         return
     models = model_catalog()
     if as_json:
         print(json.dumps(models, indent=2))
         return
-    table = Table(title="models")
-    for col in ("id", "arch", "total B", "active B", "layers", "heads/kv", "experts"):
-        table.add_column(col, justify="left" if col in ("id", "arch") else "right")
+    table = Table(title="models (params in billions; --model takes the id or an alias)")
+    table.add_column("id")
+    table.add_column("aliases", overflow="fold")
+    for col in ("arch", "total B", "active B", "layers", "heads/kv", "experts"):
+        table.add_column(col, justify="left" if col == "arch" else "right")
     for m in models:
         experts = f"{m['experts_per_token']}/{m['experts']}" if m["experts"] else "-"
         table.add_row(
             m["id"],
+            ", ".join(m.get("aliases") or []) or "-",
             m["architecture"],
             f"{m['total_params_b']:.1f}",
             f"{m['active_params_b']:.1f}",
@@ -76,7 +92,7 @@ def catalog(
             f"{m['heads']}/{m['kv_heads']}",
             experts,
         )
-    console.print(table)
+    print_table(table, wide, wrap=("aliases",))
 
 
 def estimate(

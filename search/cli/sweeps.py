@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.cli.console import console, fail, say
+from search.cli.console import console, fail, print_table, say
 from search.outputs import FrontError, evaluation_rows, front_rows
 from search.sweeps import SpecError, load_spec
 
@@ -166,7 +166,7 @@ def ls(storage: StorageOpt = None) -> None:
             _fmt(s.get("created_at")),
             _fmt(s.get("submitter")),
         )
-    console.print(table)
+    print_table(table)
 
 
 def show(name: str, storage: StorageOpt = None) -> None:
@@ -197,8 +197,9 @@ def front(
     name: str,
     storage: StorageOpt = None,
     format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    wide: Annotated[bool, typer.Option("--wide", help="print the table at full width (no wrapping)")] = False,
 ) -> None:
-    """Print the Pareto front of a sweep."""
+    """Print the Pareto front of a sweep (the table in ms, $ and GPUs; csv and json as stored, in s)."""
     if format not in ("table", "csv", "json"):
         fail(f"unknown format {format!r}; use table, csv or json")
     store = _store(storage)
@@ -227,12 +228,49 @@ def front(
         config = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill")
         shown = [c for c in columns if c in config or c.startswith("objective_")]
         shown += [c for c in ("replicas", "total_gpus", "usd_per_hour") if c in columns]
+        percentiles = {
+            f"objective_{o['metric']}": o.get("percentile", 50.0) for o in store.get_sweep(name)["spec"]["objectives"]
+        }
         table = Table(title=f"Pareto front of {name} ({len(rows)} points)")
+        cells = []
         for c in shown:
-            table.add_column(c)
+            header, fmt = _front_column(c, percentiles.get(c))
+            table.add_column(header, justify="left" if c in ("accelerator", "weights", "kv_cache") else "right")
+            cells.append(fmt)
         for r in rows:
-            table.add_row(*[_fmt(r.get(c)) for c in shown])
-        console.print(table)
+            table.add_row(*[fmt(r.get(c)) for c, fmt in zip(shown, cells, strict=True)])
+        print_table(table, wide)
+
+
+_LATENCY = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end"}
+_FRONT_HEADERS = {
+    "accelerator": "GPU",
+    "tp": "TP",
+    "pp": "PP",
+    "ep": "EP",
+    "weights": "weights",
+    "kv_cache": "KV",
+    "max_batch": "batch ≤",
+    "chunked_prefill": "chunk (tokens)",
+    "replicas": "replicas",
+    "total_gpus": "GPUs",
+    "usd_per_hour": "$/h",
+    "objective_usd_per_million_output_tokens": "$/Mtok",
+    "objective_usd_per_hour": "$/h",
+    "objective_energy_j_per_output_token": "J/token",
+    "objective_gpus": "GPUs",
+    "objective_output_tokens_per_s_per_gpu": "tokens/s per GPU",
+}
+
+
+def _front_column(column: str, percentile: float | None) -> tuple[str, Any]:
+    """(short header with its unit, cell formatter) of a front table column: latencies in ms."""
+    metric = column.removeprefix("objective_")
+    if column.startswith("objective_") and metric in _LATENCY:
+        return f"{_LATENCY[metric]} p{percentile or 50:g} (ms)", lambda v: "-" if v is None else f"{v * 1e3:,.1f}"
+    if column in ("usd_per_hour", "objective_usd_per_hour", "objective_usd_per_million_output_tokens"):
+        return _FRONT_HEADERS[column], lambda v: "-" if v is None else f"{v:,.3f}"
+    return _FRONT_HEADERS.get(column, column), _fmt
 
 
 def export(
