@@ -304,3 +304,31 @@ def test_17_an_unknown_override_is_named():
         parse_spec({**yaml.safe_load(SPEC_YAML), "workload": {"preset": "rag", "arrival_rate": 20}})
     assert "arrival_rate" in str(exc.value)
     assert "union" not in str(exc.value).lower() and "Workload" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- 18: the report
+
+
+def test_18_report_reads_cleanly(small, tmp_path):
+    url, _ = small
+    out = tmp_path / "r.html"
+    assert _invoke("report", "small-out", "-o", str(out), "--storage", url).exit_code == 0
+    html = out.read_text()
+    assert "[1, 2]" not in html and "[&#x27;bf16&#x27;, &#x27;fp8&#x27;]" not in html  # no Python lists
+    assert "TP 1, 2 · PP 1" in html and "weights bf16, fp8" in html
+    assert not re.search(r"\d\.\d\d s\b", html)  # latencies in ms throughout, none in s
+    assert "1,000 ms" in html  # the chat preset's 1 s TTFT SLO, in ms like the rest
+    assert html.count('"tickvals"') >= 2  # the log axes carry full-number ticks
+    bad = _invoke("report", "nothing-fits", "-o", str(tmp_path / "bad.html"), "--storage", url)
+    assert bad.exit_code == 0
+    assert "No chart" in (tmp_path / "bad.html").read_text()
+
+
+def test_18_log_axes_label_every_tick_in_full():
+    from search.outputs.report_figures import _log_ticks
+
+    t = _log_ticks(3.2, 4500)
+    assert t["tickvals"] == [5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+    assert t["ticktext"] == ["5", "10", "20", "50", "100", "200", "500", "1,000", "2,000"]
+    assert _log_ticks(0.01, 1e5)["ticktext"] == ["0.01", "0.1", "1", "10", "100", "1,000", "10,000", "100,000"]
+    assert _log_ticks(5.1, 6.2)["ticktext"] == ["5.1", "6.2"]

@@ -15,6 +15,13 @@ from search.sweeps import LATENCY_METRICS
 # ------------------------------------------------------------------------------ sections
 
 
+def _values(v: Any) -> str:
+    """A space dimension as a reader writes it: `1, 2, 4`, not a Python list."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
 def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any]) -> str:
     spec, w = ctx.spec, ctx.workload
     model = ctx.evaluator.model
@@ -47,8 +54,10 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
         (
             "Search space",
             _e(
-                f"TP {space.tp}, PP {space.pp}, EP {space.ep}, weights {space.weights}, KV cache {space.kv_cache}, "
-                f"batch limit {space.max_batch}, prefill chunk {space.chunked_prefill}, replicas {space.replicas}"
+                f"TP {_values(space.tp)} · PP {_values(space.pp)} · EP {_values(space.ep)} · "
+                f"weights {_values(space.weights)} · KV cache {_values(space.kv_cache)} · "
+                f"batch limit {_values(space.max_batch)} · prefill chunk {_values(space.chunked_prefill)} tokens · "
+                f"replicas {_values(space.replicas)}"
             ),
         ),
         (
