@@ -197,3 +197,50 @@ def test_report_renders_offline_in_chromium(sweep, browser, tmp_path):
         assert errors == [], errors
     finally:
         context.close()
+
+
+def test_report_log_axes_label_ticks_in_full_in_chromium(sweep, browser):
+    """Issue 16, finding 18: the Pareto chart's log axes show the 1-2-5 ticks servesweep sets,
+    each in full, not plotly's minor labels ('5', '2', '1000 2')."""
+    _, _, path, _ = sweep
+    context, page, errors = _open(browser, path, [])
+    try:
+        for axis in ("xtick", "ytick"):
+            labels = page.locator(f"#pareto-chart .{axis} text").all_text_contents()
+            assert len(labels) >= 2, labels
+            want = page.evaluate(f"document.getElementById('pareto-chart').layout.{axis[0]}axis.ticktext")
+            assert set(labels) <= set(want), (labels, want)
+        assert not errors
+    finally:
+        context.close()
+
+
+def test_report_of_a_sweep_where_nothing_fits_renders_in_chromium(local_ray, browser, tmp_path):
+    """Issue 16, findings 11 and 18: nothing fits — the report says why, draws no empty chart,
+    and the page has no script errors."""
+    spec = {
+        "name": "nothing-fits",
+        "model": "meta-llama/Llama-3.1-405B-Instruct",
+        "workload": "chat",
+        "accelerators": ["L4"],
+        "space": {"tp": [1], "weights": ["bf16"], "kv_cache": ["bf16"], "max_batch": [1], "chunked_prefill": [8192]},
+        "sampler": "exhaustive",
+    }
+    url = f"sqlite:///{tmp_path / 'nf.db'}"
+    store = Store(url)
+    run_sweep(store, start_sweep(store, parse_spec(spec), yaml.safe_dump(spec), None, workers=1), workers=1)
+    out = tmp_path / "nf.html"
+    result = CliRunner().invoke(app, ["report", "nothing-fits", "-o", str(out), "--storage", url])
+    assert result.exit_code == 0, result.output
+    context = browser.new_context(offline=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(out.as_uri())
+        text = page.locator("#nothing-fits").text_content()
+        assert "No configuration of this sweep fits" in text and "GPUs of this type (L4" in text
+        assert page.locator("#pareto-chart").count() == 0
+        assert not errors
+    finally:
+        context.close()

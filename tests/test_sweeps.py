@@ -162,11 +162,12 @@ def test_guided_sweep_stores_trials_for_the_dashboard(tmp_path, local_ray):
     store = Store(url)
     name = start_sweep(store, spec, text, "guided", workers=2)
     summary = run_sweep(store, name, workers=2)
-    assert summary["trials"] == 24
+    # the budget counts distinct configurations; repeated suggestions are told but cost nothing
+    assert summary["evaluated"] == 24 and summary["trials"] >= 24
     assert 0 < summary["hypervolume_ratio"] <= 1.0 + 1e-9
     study = optuna.load_study(study_name=store.get_sweep(name)["optuna_study_name"], storage=make_optuna_storage(url))
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == 24
+    assert len(trials) == summary["trials"]
     t = trials[0]
     assert {"feasible", "ttft_s", "tpot_s", "usd_per_million_output_tokens", "config_key"} <= set(t.user_attrs)
     assert any(k.startswith("constraints") for k in t.system_attrs)
@@ -179,7 +180,8 @@ def test_other_samplers_run(tmp_path, local_ray, sampler):
     spec, text = _spec(sampler=sampler, budget={"trials": 12})
     store = Store(f"sqlite:///{tmp_path}/{sampler}.db")
     name = start_sweep(store, spec, text, sampler, workers=2)
-    assert run_sweep(store, name, workers=2)["trials"] == 12
+    summary = run_sweep(store, name, workers=2)
+    assert summary["evaluated"] == 12 and summary["trials"] >= 12
 
 
 # ---------------------------------------------------------------- faults

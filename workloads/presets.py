@@ -71,3 +71,22 @@ def get_preset(name: str) -> Workload:
     if key not in PRESETS:
         raise ValueError(f"unknown workload preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[key].model_copy(deep=True)
+
+
+def preset_with(name: str, overrides: dict) -> Workload:
+    """A preset with some of its fields replaced, e.g. `preset_with("rag", {"arrival_rate_per_s": 20})`
+    (what a spec's `workload: {preset: rag, arrival_rate_per_s: 20}` means). ValueError names an
+    unknown preset or field."""
+    base = get_preset(name)
+    unknown = sorted(set(overrides) - set(Workload.model_fields))
+    if unknown:
+        raise ValueError(
+            f"workload preset {name!r}: unknown field(s) {', '.join(unknown)}; "
+            f"a preset's fields that can be overridden: {', '.join(f for f in Workload.model_fields if f != 'name')}"
+        )
+    merged = {**base.model_dump(), **overrides}
+    if "name" not in overrides:
+        merged["name"] = (
+            f"{base.name} ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else base.name
+        )
+    return Workload.model_validate(merged)

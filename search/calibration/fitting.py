@@ -86,10 +86,18 @@ def log_error(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(np.abs(np.log(ratio))))
 
 
+Progress = Callable[[int, int], None]  # (loss evaluations done, at most this many)
+
+
 def fit_serving_params(
-    rows: Sequence[dict], base: EfficiencyModel, names: Sequence[str] = tuple(BOUNDS), max_evals: int = 800
+    rows: Sequence[dict],
+    base: EfficiencyModel,
+    names: Sequence[str] = tuple(BOUNDS),
+    max_evals: int = 800,
+    progress: Progress | None = None,
 ) -> tuple[EfficiencyModel, FitResult]:
-    """Fit `names` of the serving parameters of `base` to `rows`; returns the fitted model."""
+    """Fit `names` of the serving parameters of `base` to `rows`; returns the fitted model.
+    `progress(done, total)` is called after each loss evaluation, and with done == total at the end."""
     unknown = set(names) - set(BOUNDS)
     if unknown:
         raise ValueError(f"cannot fit {', '.join(sorted(unknown))}; fittable: {', '.join(BOUNDS)}")
@@ -100,6 +108,7 @@ def fit_serving_params(
     lo = np.log([BOUNDS[n][0] for n in names])
     hi = np.log([BOUNDS[n][1] for n in names])
     count = {"evals": 0}
+    total = 1 + 2 * (max_evals // 2)
 
     def model_for(x: np.ndarray) -> EfficiencyModel:
         values = np.exp(np.clip(x, lo, hi))
@@ -107,6 +116,8 @@ def fit_serving_params(
 
     def loss(x: np.ndarray) -> float:
         count["evals"] += 1
+        if progress is not None:
+            progress(min(count["evals"], total), total)
         penalty = float(np.sum(np.maximum(x - hi, 0) + np.maximum(lo - x, 0)))
         _, batch, _ = build_rows(used, model_for(x))
         pred, _ = predict_batch(used, batch)  # type: ignore[arg-type]
@@ -117,6 +128,8 @@ def fit_serving_params(
     x, fx = nelder_mead(loss, x0, max_evals=max_evals // 2)
     x, fx = nelder_mead(loss, x, step=0.1, max_evals=max_evals // 2)
     fitted = model_for(x)
+    if progress is not None:
+        progress(total, total)  # the simplex may converge before the budget
     params = {n: fitted.serving[n] for n in names}
     return fitted, FitResult(params=params, loss_before=before, loss_after=fx, evaluations=count["evals"])
 

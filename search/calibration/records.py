@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,14 +51,16 @@ def calibrate_from_measurements(
     max_evals: int = 800,
     base: EfficiencyModel | None = None,
     source: str = "",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Fit `params` on a random (1 - holdout_fraction) of `rows` and return the record, with
-    the errors before and after on the fitted and the held-out rows."""
+    the errors before and after on the fitted and the held-out rows. `progress(done, total)`
+    follows the fit's loss evaluations (the long part)."""
     base = base or default_efficiency()
     fit_rows, held_rows = split_rows(rows, holdout_fraction, seed)
     if not fit_rows:
         raise ValueError("no rows left to fit after the hold-out split")
-    fitted, result = fit_serving_params(fit_rows, base, names=params, max_evals=max_evals)
+    fitted, result = fit_serving_params(fit_rows, base, names=params, max_evals=max_evals, progress=progress)
     errors = {
         "fit_before": _errors(fit_rows, base),
         "fit_after": _errors(fit_rows, fitted),

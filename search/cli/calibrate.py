@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from search.calibration import calibrate_from_measurements
 from search.cli.checks import MkdirOpt, check_output, open_store
-from search.cli.console import console, err, fail
+from search.cli.console import console, err, fail, say
 
 
 def calibrate(
@@ -26,6 +30,7 @@ def calibrate(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the record here (JSON)")] = None,
     storage: Annotated[str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database URL")] = None,
     mkdir: MkdirOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Fit the cost model's global efficiency parameters to end-to-end measurements."""
     import datetime as dt
@@ -47,15 +52,17 @@ def calibrate(
     try:
         if store.get_calibration(name) is not None:
             fail(f"a calibration named {name!r} already exists in {store.url}")
-        record = calibrate_from_measurements(
-            rows,
-            name=name,
-            holdout_fraction=holdout_fraction,
-            seed=seed,
-            params=names,
-            max_evals=max_evals,
-            source=str(measurements),
-        )
+        with _fit_progress(len(rows), quiet) as on_progress:
+            record = calibrate_from_measurements(
+                rows,
+                name=name,
+                holdout_fraction=holdout_fraction,
+                seed=seed,
+                params=names,
+                max_evals=max_evals,
+                source=str(measurements),
+                progress=on_progress,
+            )
         text = json.dumps(record, indent=2) + "\n"
         if output is not None:
             output.write_text(text)  # the file first: a failed write stores nothing
@@ -82,8 +89,31 @@ def calibrate(
     for k, v in record["serving"].items():
         console.print(f"  {k:<26} {v['value']:.6g}")
     if output is not None:
-        console.print(f"wrote {output}")
-    console.print(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
+        say(f"wrote {output}")
+    say(f"stored as calibration {name!r} in {store.url}; use it with --calibration latest or the file")
+
+
+@contextmanager
+def _fit_progress(n_rows: int, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for the fit (minutes on the public file): yields the callback."""
+    with Progress(
+        TextColumn(f"fitting {n_rows:,} measurements"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("fit", total=None, info="loss evaluations 0")
+        last = [0.0]
+
+        def on_progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] > 0.1:  # a redraw per 0.1 s, not per evaluation
+                last[0] = now
+                bar.update(task, completed=done, total=total, info=f"loss evaluations {done:,}/{total:,}")
+
+        yield on_progress
 
 
 def calibrations(
@@ -116,7 +146,7 @@ def calibrations(
             console.print_json(json.dumps(summary))
             return
         if not summary:
-            console.print(f"no calibrations in {store.url}: run 'servesweep calibrate' or 'servesweep probe'")
+            say(f"no calibrations in {store.url}: run 'servesweep calibrate' or 'servesweep probe'")
             return
         table = Table(title=f"calibrations in {store.url} (newest first)")
         for col in ("name", "kind", "applies to", "created", "held-out median/p90: before -> after"):
@@ -144,7 +174,7 @@ def calibrations(
         print(text, end="")
     else:
         output.write_text(text)
-        err.print(f"wrote {output} (use it with --calibration {output})")
+        say(f"wrote {output} (use it with --calibration {output})", stderr=True)
 
 
 def _held_out(record: dict) -> dict:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from search.calibration import resolve_calibration
 from search.cli.checks import above_zero
-from search.cli.console import console, fail
+from search.cli.console import console, fail, print_table, say
 from search.outputs import EstimateError, gpu_catalog, model_catalog
 from search.outputs import estimate as estimate_deployment
 
@@ -33,16 +33,29 @@ def catalog(
     kind: Annotated[CatalogKind, typer.Argument(help="gpus or models")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="print the table at full width (no wrapping)")] = False,
 ) -> None:
-    """List the accelerators or models servesweep knows."""
+    """List the accelerators or models servesweep knows (units in the headers: TFLOP/s dense, GB,
+    TB/s, GB/s per direction, W, $ per GPU-hour)."""
     if kind is CatalogKind.gpus:
         rows = gpu_catalog(gpu_file)
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        table = Table(title="accelerators")
-        for col in ("id", "bf16 TF", "fp8 TF", "fp4 TF", "HBM GB", "TB/s", "link GB/s", "domain", "TDP W", "$/h"):
-            table.add_column(col, justify="right" if col != "id" else "left")
+        table = Table(title="accelerators (TF: dense TFLOP/s; link: scale-up GB/s per direction)")
+        table.add_column("id")
+        for col in (
+            "bf16 TF",
+            "fp8 TF",
+            "fp4 TF",
+            "HBM GB",
+            "HBM TB/s",
+            "link GB/s",
+            "domain GPUs",
+            "TDP W",
+            "$/GPU-h",
+        ):
+            table.add_column(col, justify="right")
         for r in rows:
             tf = r["peak_tflops"]
             table.add_row(
@@ -57,19 +70,22 @@ def catalog(
                 f"{r['tdp_w']:.0f}",
                 f"{r['usd_per_gpu_hour']:.2f}",
             )
-        console.print(table)
+        print_table(table, wide, wrap=("aliases",))
         return
     models = model_catalog()
     if as_json:
         print(json.dumps(models, indent=2))
         return
-    table = Table(title="models")
-    for col in ("id", "arch", "total B", "active B", "layers", "heads/kv", "experts"):
-        table.add_column(col, justify="left" if col in ("id", "arch") else "right")
+    table = Table(title="models (params in billions; --model takes the id or an alias)")
+    table.add_column("id")
+    table.add_column("aliases", overflow="fold")
+    for col in ("arch", "total B", "active B", "layers", "heads/kv", "experts"):
+        table.add_column(col, justify="left" if col == "arch" else "right")
     for m in models:
         experts = f"{m['experts_per_token']}/{m['experts']}" if m["experts"] else "-"
         table.add_row(
             m["id"],
+            ", ".join(m.get("aliases") or []) or "-",
             m["architecture"],
             f"{m['total_params_b']:.1f}",
             f"{m['active_params_b']:.1f}",
@@ -77,7 +93,7 @@ def catalog(
             f"{m['heads']}/{m['kv_heads']}",
             experts,
         )
-    console.print(table)
+    print_table(table, wide, wrap=("aliases",))
 
 
 def estimate(
@@ -151,9 +167,9 @@ def _print_estimate(r: dict) -> None:
         f"{r['model']} on {r['gpus']}x {r['gpu']} (TP{r['tp']} PP{r['pp']} EP{r['ep']}), "
         f"{r['weights']} weights ({r['compute_dtype']} compute), {r['kv_cache']} KV, isl {r['isl']} osl {r['osl']}"
     )
-    console.print(f"[bold]{title}[/]")
+    say(title, style="bold")
     if not r["feasible"]:
-        console.print(f"[bold red]infeasible:[/] {r['reason']}")
+        say(str(r["reason"]), "infeasible: ", "bold red")
     mem = Table(title="memory per GPU", show_header=False)
     mem.add_row("weights", f"{r['weights_per_gpu_gb']:.1f} GB of {r['hbm_gb']:.1f} GB")
     if r["kv_budget_per_gpu_gb"] > 0:
@@ -187,7 +203,6 @@ def _print_estimate(r: dict) -> None:
         s.add_row("end-to-end", _fmt_s(r["e2e_s"]))
         s.add_row("output tokens/s per GPU", f"{r['output_tokens_per_s_per_gpu']:.1f}")
         s.add_row("output tokens/s per user", f"{r['output_tokens_per_s_per_user']:.1f}")
-        s.add_row("bound", r["bound"])
         s.add_row("energy per output token", f"{r['energy_j_per_output_token']:.2f} J (at TDP)")
         s.add_row(
             f"cost ({r['pricing']})",
@@ -195,13 +210,18 @@ def _print_estimate(r: dict) -> None:
             f"${r['usd_per_million_output_tokens']:.3f} per million output tokens",
         )
         console.print(s)
+        say(
+            f"decode step bound: {r['decode_bound']}; prefill bound: {r['prefill_bound']}; "
+            f"whole cycle (prefill included): {r['bound']} — the cycle is {r['osl']} decode steps plus one "
+            "prefill per request, so a compute-heavy prefill can bound it while each decode step reads memory"
+        )
     e = r["efficiency"]
     console.print(
         f"efficiency: bandwidth {e['bw']:.2f}, GEMM {e['gemm']:.2f}, attention {e['attention']:.2f}, "
         f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']}); calibration: {r['calibration']}"
     )
     for note in r["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        say(note, "note: ", "yellow")
 
 
 def register(app: typer.Typer) -> None:

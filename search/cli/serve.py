@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli.console import err
+from search.cli.console import say
 
 
 class LogLevel(StrEnum):
@@ -59,7 +59,7 @@ def serve(
         tokens = load_tokens(tokens_file)
         parse_url(url)
     except (TokenConfigError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        say(str(exc), "error: ", "bold red", stderr=True)
         raise typer.Exit(code=2) from None
     settings = ServiceSettings(
         storage_url=url,

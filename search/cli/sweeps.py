@@ -15,8 +15,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from search.cli.checks import MkdirOpt, check_output, open_store
-from search.cli.console import console, fail
-from search.outputs import FrontError, front_rows
+from search.cli.console import console, fail, print_table, say
+from search.outputs import FrontError, evaluation_rows, front_rows
 from search.sweeps import SpecError, load_spec
 
 StorageOpt = Annotated[
@@ -72,8 +72,10 @@ def run(
                 k: v for k, v in spec.model_dump(mode="json").items() if k not in skip
             }
             if same and existing["status"] == "finished":
-                console.print(f"sweep [bold]{existing['name']}[/] already finished in {store.url}")
-                console.print(_summary_line(existing.get("summary") or {}))
+                say(f"sweep {existing['name']} already finished in {store.url}")
+                say(_summary_line(existing.get("summary") or {}))
+                if (existing.get("summary") or {}).get("feasible") == 0:
+                    _say_why_nothing_fits(store, existing["name"])
                 return
             hint = f"resume it with --resume {existing['name']}" if same else "its spec differs; choose another --name"
             fail(f"a sweep named {existing['name']!r} exists in {store.url} (status {existing['status']}); {hint}")
@@ -90,7 +92,7 @@ def run(
             fail(f"no sweep named {resume!r} in {store.url}")
             return
         ensure_ray(ray_address, record["spec"].get("_workers") or workers or _cpus())
-    console.print(f"sweep [bold]{sweep_name}[/] -> {store.url}")
+    say(f" -> {store.url}", f"sweep {sweep_name}", "bold")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -121,7 +123,9 @@ def run(
             return
     if summary.get("stopped"):
         _stopped(store, sweep_name, summary["stopped"], stopped_by)
-    console.print(_summary_line(summary))
+    say(_summary_line(summary))
+    if summary.get("feasible") == 0 and "stopped" not in summary:
+        _say_why_nothing_fits(store, sweep_name)
 
 
 class _StoppedBy:
@@ -170,6 +174,14 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
+def _say_why_nothing_fits(store: Any, name: str) -> None:
+    from search.outputs import why_nothing_fits
+
+    say(f"no feasible configuration in sweep {name}: nothing it tried fits.", style="bold yellow")
+    for line in why_nothing_fits(store, name):
+        say(f"  {line}")
+
+
 def _summary_line(s: dict) -> str:
     parts = [
         f"{k}={_fmt(s.get(k))}"
@@ -209,7 +221,7 @@ def ls(storage: StorageOpt = None) -> None:
             _fmt(s.get("submitter")),
             *([_short_error(s.get("error"))] if errors else []),
         )
-    console.print(table)
+    print_table(table)
 
 
 def _short_error(error: str | None, width: int = 60) -> str:
@@ -227,15 +239,15 @@ def show(name: str, storage: StorageOpt = None) -> None:
         fail(f"no sweep named {name!r} in {store.url}")
         return
     counts = store.count_evaluations(name)
-    console.print(
-        f"[bold]{s['name']}[/]  status {s['status']}  submitter {s.get('submitter')}  code {s.get('code_version')}"
-    )
-    console.print(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
-    console.print(f"stored evaluations: {counts}")
+    say(f"  status {s['status']}  submitter {s.get('submitter')}  code {s.get('code_version')}", s["name"], "bold")
+    say(f"created {s.get('created_at')}  started {s.get('started_at')}  finished {s.get('finished_at')}")
+    say(f"stored evaluations: {counts}")
     if s.get("error"):
-        console.print(f"[bold red]failed:[/] {s['error']}", markup=True, highlight=False)
+        say(s["error"], "failed: ", "bold red")
     console.print_json(json.dumps({"summary": _short(s.get("summary") or {}), "price_table": s.get("price_table")}))
-    console.print(s.get("spec_yaml") or "")
+    say("spec (YAML):")
+    # the stored text exactly as written: plain print, so no markup, no wrapping, and it parses
+    print(s.get("spec_yaml") or "", end="" if (s.get("spec_yaml") or "").endswith("\n") else "\n")
 
 
 def _short(summary: dict) -> dict:
@@ -249,8 +261,9 @@ def front(
     name: str,
     storage: StorageOpt = None,
     format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    wide: Annotated[bool, typer.Option("--wide", help="print the table at full width (no wrapping)")] = False,
 ) -> None:
-    """Print the Pareto front of a sweep."""
+    """Print the Pareto front of a sweep (the table in ms, $ and GPUs; csv and json as stored, in s)."""
     if format not in ("table", "csv", "json"):
         fail(f"unknown format {format!r}; use table, csv or json")
     store = _store(storage)
@@ -273,16 +286,55 @@ def front(
         w.writeheader()
         w.writerows(rows)
         print(buf.getvalue(), end="")
+    elif not rows:
+        _say_why_nothing_fits(store, name)
     else:
         config = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill")
         shown = [c for c in columns if c in config or c.startswith("objective_")]
         shown += [c for c in ("replicas", "total_gpus", "usd_per_hour") if c in columns]
+        percentiles = {
+            f"objective_{o['metric']}": o.get("percentile", 50.0) for o in store.get_sweep(name)["spec"]["objectives"]
+        }
         table = Table(title=f"Pareto front of {name} ({len(rows)} points)")
+        cells = []
         for c in shown:
-            table.add_column(c)
+            header, fmt = _front_column(c, percentiles.get(c))
+            table.add_column(header, justify="left" if c in ("accelerator", "weights", "kv_cache") else "right")
+            cells.append(fmt)
         for r in rows:
-            table.add_row(*[_fmt(r.get(c)) for c in shown])
-        console.print(table)
+            table.add_row(*[fmt(r.get(c)) for c, fmt in zip(shown, cells, strict=True)])
+        print_table(table, wide)
+
+
+_LATENCY = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end"}
+_FRONT_HEADERS = {
+    "accelerator": "GPU",
+    "tp": "TP",
+    "pp": "PP",
+    "ep": "EP",
+    "weights": "weights",
+    "kv_cache": "KV",
+    "max_batch": "batch ≤",
+    "chunked_prefill": "chunk (tokens)",
+    "replicas": "replicas",
+    "total_gpus": "GPUs",
+    "usd_per_hour": "$/h",
+    "objective_usd_per_million_output_tokens": "$/Mtok",
+    "objective_usd_per_hour": "$/h",
+    "objective_energy_j_per_output_token": "J/token",
+    "objective_gpus": "GPUs",
+    "objective_output_tokens_per_s_per_gpu": "tokens/s per GPU",
+}
+
+
+def _front_column(column: str, percentile: float | None) -> tuple[str, Any]:
+    """(short header with its unit, cell formatter) of a front table column: latencies in ms."""
+    metric = column.removeprefix("objective_")
+    if column.startswith("objective_") and metric in _LATENCY:
+        return f"{_LATENCY[metric]} p{percentile or 50:g} (ms)", lambda v: "-" if v is None else f"{v * 1e3:,.1f}"
+    if column in ("usd_per_hour", "objective_usd_per_hour", "objective_usd_per_million_output_tokens"):
+        return _FRONT_HEADERS[column], lambda v: "-" if v is None else f"{v:,.3f}"
+    return _FRONT_HEADERS.get(column, column), _fmt
 
 
 def export(
@@ -303,18 +355,10 @@ def export(
         except FrontError as exc:
             fail(str(exc))
     elif what == "evaluations":
-        if store.get_sweep(name) is None:
-            fail(f"no sweep named {name!r} in {store.url}")
-        rows = []
-        for e in store.get_evaluations(name):
-            row = {
-                **{k: v for k, v in e["config"].items() if k != "id"},
-                "feasible": e["feasible"],
-                "reason": e.get("reason"),
-            }
-            row.update({k: v for k, v in (e.get("metrics") or {}).items() if k != "constraints"})
-            rows.append(row)
-        columns = list(dict.fromkeys(k for r in rows for k in r))
+        try:
+            columns, rows = evaluation_rows(store, name)
+        except FrontError as exc:
+            fail(str(exc))
     else:
         fail(f"--what must be front or evaluations, not {what!r}")
         return
@@ -336,7 +380,7 @@ def export(
         pq.write_table(pa.Table.from_pylist(rows), output)
     else:
         fail(f"unknown export format {suffix or output.name!r}; use .csv, .json or .parquet")
-    console.print(f"wrote {len(rows)} rows to {output}")
+    say(f"wrote {len(rows)} rows to {output}")
 
 
 def dashboard(
@@ -354,7 +398,7 @@ def dashboard(
         return
     url = storage or default_storage_url()
     _store(url).close()  # read-only: a missing or unreachable database is an error here
-    console.print(f"optuna-dashboard on {url} at http://{host}:{port}")
+    say(f"optuna-dashboard on {url} at http://{host}:{port}")
     run_server(make_optuna_storage(url), host=host, port=port)
 
 
@@ -378,7 +422,7 @@ def report(
     except ValueError as exc:
         fail(str(exc))
         return
-    console.print(f"wrote the report of sweep [bold]{name}[/] to {path}")
+    say(f"wrote the report of sweep {name} to {path}")
 
 
 def register(app: typer.Typer) -> None:

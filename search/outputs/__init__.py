@@ -14,10 +14,12 @@ _EXPORTS = {
     "COST": "candidates",
     "efficiency_bases": "procurement",
     "estimate": "estimates",
+    "evaluation_rows": "fronts",
     "EstimateError": "estimates",
     "for_store": "analysis",
     "front_rows": "fronts",
     "FrontError": "fronts",
+    "nothing_fits_reasons": "infeasible",
     "gpu_catalog": "estimates",
     "KINDS": "candidates",
     "knee_index": "candidates",
@@ -37,6 +39,7 @@ _EXPORTS = {
     "SimulationError": "simulation",
     "sweep_context": "candidates",
     "SweepContext": "candidates",
+    "why_nothing_fits": "infeasible",
     "write_report": "report",
 }
 __all__ = sorted(_EXPORTS)

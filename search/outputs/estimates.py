@@ -24,6 +24,21 @@ class EstimateError(ValueError):
     """An estimate that cannot be made (unknown model / GPU / scheme, bad combination)."""
 
 
+PHASE_PARTS = {
+    "bandwidth": ("weights_memory_s", "kv_memory_s"),
+    "compute": ("gemm_compute_s", "attention_compute_s"),
+    "interconnect": ("communication_s",),
+    "overhead": ("overhead_s",),
+}
+
+
+def phase_bound(step: dict[str, float]) -> str:
+    """What bounds one step (a decode step or the prefill): the largest of HBM traffic (weights
+    and KV cache), tensor-core math (GEMMs and attention), communication and overhead — the
+    same split as the whole cycle's `bound`, for one phase."""
+    return max(PHASE_PARTS, key=lambda k: sum(float(step.get(p) or 0.0) for p in PHASE_PARTS[k]))
+
+
 def gpu_catalog(gpu_file: str | Path | None = None) -> list[dict[str, Any]]:
     """Every accelerator with its specs, prices and sources (`catalog gpus --json`)."""
     return [
@@ -180,7 +195,9 @@ def estimate(
         "weights_per_gpu_gb": row["weight_bytes_per_gpu"] / GB,
         "kv_budget_per_gpu_gb": row["kv_budget_bytes"] / GB,
         "hbm_gb": accel.hbm_bytes / GB,
-        "bound": row["bound"],
+        "bound": row["bound"],  # of the whole cycle: osl decode steps plus the prefill
+        "decode_bound": phase_bound(row["decode"]),
+        "prefill_bound": phase_bound(row["prefill"]),
         "decode_step_s": row["decode"],
         "ttft_breakdown_s": row["prefill"],
         "calibration": calibration_label,

@@ -22,11 +22,27 @@ def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
     for p in f["points"]:
         row = {k: v for k, v in p.items() if k not in ("objectives", "metrics", "id")}
         row.update({f"objective_{m}": v for m, v in zip(objectives, p["objectives"], strict=True)})
-        # the metric `max_batch` (largest batch that fits) must not hide the configured limit
-        row.update(
-            {("batch_that_fits" if k == "max_batch" else k): v for k, v in p["metrics"].items() if k != "constraints"}
-        )
+        row.update(_metric_columns(p["metrics"]))
         rows.append(row)
     rows.sort(key=lambda r: (r[f"objective_{objectives[0]}"] is None, r[f"objective_{objectives[0]}"]))
     columns = list(dict.fromkeys(k for r in rows for k in r))
     return columns, rows
+
+
+def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A point's metrics as columns: the metric `max_batch` (the largest batch whose KV cache
+    fits) becomes `batch_that_fits`, so it never hides the configured limit `max_batch`."""
+    return {("batch_that_fits" if k == "max_batch" else k): v for k, v in metrics.items() if k != "constraints"}
+
+
+def evaluation_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
+    """(column names, flat rows) of every stored evaluation of a sweep (`export --what evaluations`)."""
+    if store.get_sweep(name) is None:
+        raise FrontError(f"no sweep named {name!r} in {store.url}")
+    rows = []
+    for e in store.get_evaluations(name):
+        row = {k: v for k, v in e["config"].items() if k != "id"}
+        row.update(feasible=e["feasible"], reason=e.get("reason"))
+        row.update(_metric_columns(e.get("metrics") or {}))
+        rows.append(row)
+    return list(dict.fromkeys(k for r in rows for k in r)), rows

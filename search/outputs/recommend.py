@@ -130,7 +130,8 @@ def _pct(a: float, b: float) -> str:
 
 
 def _fmt_latency(ctx: SweepContext, v: float) -> str:
-    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
+    ms = v * 1e3  # in ms past a second too, like the report's tables (report_html._lat)
+    return f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
 def _constraint_words(ctx: SweepContext, name: str, row: dict[str, Any]) -> str:

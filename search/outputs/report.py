@@ -23,6 +23,7 @@ import plotly.io as pio
 
 from search.outputs.analysis import analyze
 from search.outputs.candidates import KINDS, SweepContext, rows_from, sweep_context
+from search.outputs.infeasible import nothing_fits_reasons
 from search.outputs.report_figures import PLOT_CONFIG, _pareto_figure, _roofline_figure, roofline_data
 from search.outputs.report_html import CSS, _e, _table
 from search.outputs.report_sections import (
@@ -69,8 +70,24 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         figures.append(div_id)
         return out
 
+    nothing_fits = not any(r.get("feasible") for r in rows)
+    why_html = ""
+    if nothing_fits:
+        hbm = {g: a.hbm_bytes for g, a in ctx.catalog.items()}
+        reasons = nothing_fits_reasons(rows, hbm, (record.get("summary") or {}).get("reasons"))
+        why_html = (
+            "<div class=warn id=nothing-fits><p><b>No configuration of this sweep fits</b>, so there is nothing to "
+            "recommend, chart or launch. The stored reasons:</p><ul>"
+            + "".join(f"<li>{_e(line)}</li>" for line in reasons)
+            + "</ul><p>Widen the space (more GPUs per replica: larger TP or PP), quantize the weights, or add "
+            "accelerators with more memory.</p></div>"
+        )
     pareto, shown = _pareto_figure(ctx, rows, analysis)
-    pareto_html = embed(pareto, "pareto-chart")
+    pareto_html = (
+        "<p class=note>No chart: no stored configuration has a latency and a cost.</p>"
+        if nothing_fits
+        else embed(pareto, "pareto-chart")
+    )
     caption = (
         f"Showing {shown['candidates']:,} of {shown['candidates_total']:,} qualifying and "
         f"{shown['infeasible']:,} of {shown['infeasible_total']:,} non-qualifying stored configurations with a "
@@ -79,10 +96,12 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         "configuration; click a legend entry to hide a GPU."
     )
     by_gpu: dict[str, list[tuple[str, dict, dict]]] = {}
+    roofs: dict[str, dict] = {}
     for kind in KINDS:
         r = recs.get(kind)
         if r is not None:
-            by_gpu.setdefault(r["accelerator"], []).append((kind, r, roofline_data(ctx, r)))
+            roofs[kind] = roofline_data(ctx, r)
+            by_gpu.setdefault(r["accelerator"], []).append((kind, r, roofs[kind]))
     roof_html = []
     for gpu, items in by_gpu.items():
         first = items[0][2]
@@ -124,7 +143,7 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
                 numeric={1, 2, 3, 4, 5, 6},
             )
         )
-    cards = "".join(_rec_card(ctx, k, recs.get(k)) for k in KINDS)
+    cards = "".join(_rec_card(ctx, k, recs.get(k), roofs.get(k)) for k in KINDS)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " · ".join(
         f"<a href=#{a}>{t}</a>"
@@ -145,6 +164,7 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         f"<div class=sub>sweep <b>{_e(record['name'])}</b> · generated {generated} by servesweep "
         f"{_e(record.get('code_version') or '')} · {nav}</div>",
         "<h2 id=summary>Recommendation</h2>",
+        why_html,
         _summary_table(ctx, recs),
         _question(ctx, record, analysis),
         f"<h2 id=pareto>Pareto chart</h2>{pareto_html}<p class=note>{_e(caption)}</p>",

@@ -203,10 +203,45 @@ def _roofline_figure(gpu: str, items: list[tuple[str, dict[str, Any], dict[str, 
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
         legend={"orientation": "v", "x": 1.01, "y": 1},
     )
+    _apply_log_ticks(fig)
     return fig
 
 
 # ------------------------------------------------------------------------------ Pareto chart
+
+
+def _log_ticks(lo: float, hi: float) -> dict[str, Any]:
+    """Ticks of a log axis over [lo, hi] at 1-2-5 steps, labelled in full ("1,000", "0.2"), so
+    plotly's own minor labels ("2", "5", "1000 2") never show."""
+    if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+        return {}
+    lo, hi = min(lo, hi), max(lo, hi)
+    vals = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+        for m in (1, 2, 5)
+        if lo <= m * 10.0**e <= hi
+    ]
+    if len(vals) > 9:  # a wide range: powers of ten only
+        vals = [v for v in vals if math.isclose(10 ** round(math.log10(v)), v)]
+    if len(vals) < 2:  # a narrow range: its ends
+        vals = sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+    text = [f"{v:,.0f}" if v >= 100 or v == int(v) else f"{v:g}" for v in vals]
+    return {"tickmode": "array", "tickvals": vals, "ticktext": text}
+
+
+def _apply_log_ticks(fig: go.Figure) -> None:
+    """Full-number ticks on both log axes of a figure, over the range of its data in data coordinates."""
+    for axis in ("x", "y"):
+        values = [
+            float(v)
+            for t in fig.data
+            if getattr(t, "xaxis", "x") in (None, "x")
+            for v in (() if getattr(t, axis) is None else getattr(t, axis))
+            if v is not None and np.isfinite(float(v)) and float(v) > 0
+        ]
+        if values:
+            fig.update_layout({f"{axis}axis": _log_ticks(min(values), max(values))})
 
 
 def _thin(idx: np.ndarray, limit: int) -> np.ndarray:
@@ -356,4 +391,5 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
         legend={"orientation": "v", "x": 1.01, "y": 1},
         hoverlabel={"align": "left"},
     )
+    _apply_log_ticks(fig)
     return fig, shown

@@ -51,7 +51,8 @@ def _mtok(v: float | None) -> str:
 def _lat(v: float | None) -> str:
     if v is None or not math.isfinite(v):
         return "–"
-    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
+    ms = v * 1e3  # one unit on the whole page: latencies in ms, also past a second
+    return f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
 def _pct(v: float | None, signed: bool = False) -> str:

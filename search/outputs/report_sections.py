@@ -15,6 +15,13 @@ from search.sweeps import LATENCY_METRICS
 # ------------------------------------------------------------------------------ sections
 
 
+def _values(v: Any) -> str:
+    """A space dimension as a reader writes it: `1, 2, 4`, not a Python list."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
 def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any]) -> str:
     spec, w = ctx.spec, ctx.workload
     model = ctx.evaluator.model
@@ -47,8 +54,10 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
         (
             "Search space",
             _e(
-                f"TP {space.tp}, PP {space.pp}, EP {space.ep}, weights {space.weights}, KV cache {space.kv_cache}, "
-                f"batch limit {space.max_batch}, prefill chunk {space.chunked_prefill}, replicas {space.replicas}"
+                f"TP {_values(space.tp)} · PP {_values(space.pp)} · EP {_values(space.ep)} · "
+                f"weights {_values(space.weights)} · KV cache {_values(space.kv_cache)} · "
+                f"batch limit {_values(space.max_batch)} · prefill chunk {_values(space.chunked_prefill)} tokens · "
+                f"replicas {_values(space.replicas)}"
             ),
         ),
         (
@@ -176,7 +185,16 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
     )
 
 
-def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None) -> str:
+def _side(roof: dict[str, Any], step: str) -> str:
+    """'memory bandwidth' or 'compute': the side of the ridge of one step, as in the roofline table."""
+    s = roof[step]
+    side = "memory bandwidth" if s["intensity"] < roof["ridge_flop_per_byte"] else "compute"
+    return f"{side} ({s['intensity']:.3g} FLOP/B, ridge {roof['ridge_flop_per_byte']:.0f})"
+
+
+def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None, roof: dict[str, Any] | None = None) -> str:
+    """One recommendation's card; `roof` (its roofline_data) gives the decode step's and the
+    prefill's bounds, the same sides of the ridge as the roofline table."""
     if r is None:
         return (
             f'<div class=card data-kind="{kind}"><div class=kind>{_e(TITLES[kind])}</div>'
@@ -205,7 +223,15 @@ def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None) -> str:
             f"{r['memory_per_gpu_gb']:.1f} GB of {r['hbm_per_gpu_gb']:.0f} GB "
             f"(weights {r['weights_per_gpu_gb']:.1f} GB)",
         ),
-        ("bound", r["bound"] or "–"),
+        *(
+            [
+                ("decode step bound", _side(roof, "decode")),
+                ("prefill bound", _side(roof, "prefill")),
+            ]
+            if roof
+            else []
+        ),
+        ("whole cycle bound (osl decode steps + prefill)", r["bound"] or "–"),
         ("latencies", r.get("basis") or "–"),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in kv)

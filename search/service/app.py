@@ -287,13 +287,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if job is not None and job.progress is not None:
             progress = dict(job.progress)
         else:
-            exhaustive = summary.get("kind") == "exhaustive"
+            exhaustive = summary.get("kind") == "exhaustive" or stored["spec"].get("sampler") == "exhaustive"
             progress = {
                 "total": summary.get("space_size")
                 if exhaustive
                 else (stored["spec"].get("budget") or {}).get("trials"),
-                "evaluated": summary.get("evaluated"),
-                "feasible": summary.get("feasible"),
+                "evaluated": summary.get("evaluated", 0),
+                "feasible": summary.get("feasible", 0),
                 "front_size": summary.get("front_size"),
                 "hypervolume": summary.get("hypervolume"),
             }

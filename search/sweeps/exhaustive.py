@@ -42,8 +42,17 @@ STORE_ALL_LIMIT = 200_000  # exhaustive sweeps up to this size store every evalu
 # ---------------------------------------------------------------- exhaustive
 
 
-def _shard_size(size: int, workers: int) -> int:
-    return int(min(65_536, max(1_024, -(-size // (workers * 8)))))
+SLOW_SHARD_LIMIT = 16  # configurations per shard for the simulator and probes (~tens of ms each)
+
+
+def _shard_size(size: int, workers: int, evaluator: str = "analytic") -> int:
+    """Configurations per shard: the vectorized analytic model takes thousands at once; the
+    simulator and probes take one at a time, so their shards stay small enough that a cancel
+    (checked between shard results) lands within seconds."""
+    per_worker = -(-size // (workers * 8))
+    if evaluator != "analytic":
+        return int(max(1, min(SLOW_SHARD_LIMIT, per_worker)))
+    return int(min(65_536, max(1_024, per_worker)))
 
 
 def _run_exhaustive(
@@ -58,7 +67,7 @@ def _run_exhaustive(
     space = SearchSpace(spec)
     size = space.size
     directions = [o.direction for o in spec.objectives]
-    shard = int(previous.get("shard_size") or _shard_size(size, workers))
+    shard = int(previous.get("shard_size") or _shard_size(size, workers, spec.evaluator))
     n_shards = -(-size // shard)
     done: set[int] = set(previous.get("done_shards", []))
     counts = {"evaluated": int(previous.get("evaluated", 0)), "feasible": int(previous.get("feasible", 0))}
@@ -119,6 +128,9 @@ def _run_exhaustive(
 
     pending = [i for i in range(n_shards) if i not in done]
     in_flight: dict[Any, int] = {}
+    checkpoint()  # the summary (kind, space size, counts) is there from the start
+    if progress:
+        progress(state)
     last = time.monotonic()
     while pending or in_flight:
         stop = _stop_requested(should_stop)

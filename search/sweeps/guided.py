@@ -4,7 +4,8 @@ Each wave of `workers` trials is evaluated as Ray tasks in flight together and t
 order. Each ask uses a sampler seeded from (seed, trial number), so a resumed sweep (the trials
 its predecessor asked but never told are finished first, inside their wave) makes the same
 decisions as an uninterrupted one. The study is sampled in memory and each wave persisted in one
-transaction (search.store.add_trials). A configuration already stored is never evaluated again.
+transaction (search.store.add_trials). A configuration already stored is never evaluated again,
+and the trial budget counts distinct configurations: a repeated suggestion does not spend it.
 Simulator sweeps are seeded with the analytic front (`enqueue_trial`).
 """
 
@@ -36,6 +37,7 @@ from search.sweeps.spec import SweepSpec
 
 EXHAUSTIVE_REFERENCE_LIMIT = 2_000_000  # guided sweeps compute the exact front up to this size
 SIMULATED_REFERENCE_LIMIT = 64  # ... or this size with the simulator (tens of ms per configuration)
+MAX_TRIALS_PER_BUDGET = 20  # trials asked per configuration of the budget before giving up on new ones
 PENALTY = 1e12  # objective value told to Optuna when the model gives none (does not fit)
 
 
@@ -100,18 +102,26 @@ def _run_guided(
         study.enqueue_trial(params)  # asked first, in order: a resumed driver re-enqueues the rest
     deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
     known = {r["config_key"]: r for r in store.get_evaluations(name)}
-    state = Progress(total=budget_trials or space.size)
+    # The budget counts distinct configurations: a suggestion of one already stored is told
+    # again (the sampler learns it) but costs nothing, so trials may outnumber the budget.
+    target = space.size if budget_trials is None else min(budget_trials, space.size)
+    max_trials = max(target, workers) * MAX_TRIALS_PER_BUDGET  # a sampler that only repeats itself stops
+    state = Progress(total=target)
 
     while True:
-        n_done = len(study.get_trials(deepcopy=False, states=_TOLD))
-        if (budget_trials is not None and n_done >= budget_trials) or (
-            deadline is not None and time.monotonic() >= deadline and n_done >= n_persisted
+        told = study.get_trials(deepcopy=False, states=_TOLD)
+        n_done = len(told)
+        n_distinct = len({t.user_attrs.get("config_key") for t in told})
+        if (
+            n_distinct >= target
+            or n_done >= max_trials
+            or (deadline is not None and time.monotonic() >= deadline and n_done >= n_persisted)
         ):
             break
         stop = _stop_requested(should_stop)
         if stop is not None:  # between waves: every told trial is persisted
             raise SweepStopped(stop)
-        wave_size = workers if budget_trials is None else min(workers, budget_trials - n_done)
+        wave_size = min(workers, target - n_distinct)
         trials: list[optuna.trial.Trial] = []
         for k in range(wave_size):
             study.sampler = make_sampler(spec.sampler, _ask_seed(spec.seed, n_done + k))
@@ -146,8 +156,8 @@ def _run_guided(
         n_persisted = max(n_persisted, trials[-1].number + 1)
         if progress:
             told = study.get_trials(deepcopy=False, states=_TOLD)
-            state.evaluated = len(told)
-            state.feasible = sum(1 for t in told if t.user_attrs.get("feasible"))
+            state.evaluated = len({t.user_attrs.get("config_key") for t in told})
+            state.feasible = len({t.user_attrs.get("config_key") for t in told if t.user_attrs.get("feasible")})
             state.front_size = len(_study_front(told, directions))
             progress(state)
     return _guided_summary(store, name, spec, space, study.get_trials(deepcopy=False, states=_TOLD), directions)

@@ -2,7 +2,8 @@
 
     name: llama-70b-chat
     model: meta-llama/Llama-3.1-70B-Instruct
-    workload: chat                      # a preset name, or an explicit workload
+    workload: chat                      # a preset name, an explicit workload, or a preset with
+                                        # overrides: {preset: rag, arrival_rate_per_s: 20}
     accelerators: [H100-SXM, MI300X]    # or "all"
     space: {tp: [1, 2, 4, 8], weights: [bf16, fp8], max_batch: [8, 32, 128]}
     objectives: [{metric: tpot, percentile: 99}, {metric: usd_per_million_output_tokens}]
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
 from objectives.models import UnknownModelError, load_model
 from objectives.quantization import KV_CACHE_BYTES, get_scheme
-from workloads import Workload, get_preset
+from workloads import Workload, get_preset, preset_with
 
 SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a file or URL path segment
 LATENCY_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
@@ -235,6 +236,19 @@ class SweepSpec(_Strict):
             return load_model(value).id if not Path(value).exists() else value
         except UnknownModelError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _preset_with_overrides(cls, value: Any) -> Any:
+        """`{preset: rag, arrival_rate_per_s: 20}`: the preset with those fields replaced."""
+        if isinstance(value, dict) and "preset" in value:
+            rest = {k: v for k, v in value.items() if k != "preset"}
+            try:
+                return preset_with(str(value["preset"]), rest)
+            except ValidationError as exc:
+                where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"workload preset {value['preset']!r} with overrides: {where}") from None
+        return value
 
     @field_validator("workload")
     @classmethod
