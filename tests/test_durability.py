@@ -442,7 +442,9 @@ def test_an_exhaustive_resume_redoes_only_the_shards_in_flight(tmp_path, local_r
         run_sweep(store, name, workers=1, progress=die_after_three)
     first_resumed: list[int] = []
     summary = run_sweep(store, name, workers=1, progress=lambda p: first_resumed.append(p.evaluated))
-    assert first_resumed[0] > landed[-1]  # the three stored shards, then one more
+    # the tier reports once before its first shard (issue 16, finding 9): from the three stored
+    # shards, never from zero, and then every shard still to do
+    assert first_resumed[0] == landed[-1] and first_resumed[1] > landed[-1] and first_resumed[-1] == size
     assert summary["evaluated"] == size and store.count_evaluations(name)["total"] == size
     points = lambda n: sorted(p["id"] for p in store.latest_front(n, kind="final")["points"])  # noqa: E731
     assert points(name) == points(reference)

@@ -332,3 +332,42 @@ def test_18_log_axes_label_every_tick_in_full():
     assert t["ticktext"] == ["5", "10", "20", "50", "100", "200", "500", "1,000", "2,000"]
     assert _log_ticks(0.01, 1e5)["ticktext"] == ["0.01", "0.1", "1", "10", "100", "1,000", "10,000", "100,000"]
     assert _log_ticks(5.1, 6.2)["ticktext"] == ["5.1", "6.2"]
+
+
+# ---------------------------------------------------------------- 15: what the numbers mean
+
+
+def test_15_the_resume_eta_is_at_this_drivers_own_pace():
+    """A resumed driver that finds 50 of 300 done and then evaluates 10 in 10 s has 240 left at
+    1/s: 240 s, not the 40 s that counting the inherited 50 as its own work gave."""
+    import time
+
+    from search.sweeps import Progress
+
+    p = Progress(total=300, evaluated=50, resumed=50)
+    p.started = time.monotonic() - 10.0
+    assert p.eta_s is None  # nothing of its own done yet
+    p.evaluated = 60
+    assert p.eta_s == pytest.approx(240.0, rel=0.05)
+
+
+def test_15_ls_counts_the_stored_evaluations_of_an_interrupted_sweep(small):
+    url, store = small
+    name = start_sweep(store, parse_spec(yaml.safe_load(SPEC_YAML)), SPEC_YAML, "cut-short", workers=1)
+    rows = [r for r in store.get_evaluations("small-out")][:7]
+    store.add_evaluations(name, [{k: v for k, v in r.items() if k not in ("id", "created_at")} for r in rows])
+    store.update_sweep(name, status="interrupted")
+    result = _invoke("ls", "--storage", url, columns=200)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if "cut-short" in ln)
+    assert "interrupted" in line and re.search(r"\b7\b", line), line
+
+
+def test_15_the_all_reduce_alpha_says_it_is_measured_times_a_fitted_scale():
+    args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--tp", "8", "--batch", "1"]
+    out = json.loads(_invoke(*args, "--json").output)["efficiency"]
+    assert out["allreduce_latency_s"] == pytest.approx(
+        out["allreduce_latency_measured_s"] * out["allreduce_latency_scale"]
+    )
+    text = " ".join(_invoke(*args, columns=300).output.split())
+    assert f"({out['allreduce_latency_measured_s'] * 1e6:.1f} µs" in text and "× fitted scale" in text

@@ -218,7 +218,9 @@ def _print_estimate(r: dict) -> None:
     e = r["efficiency"]
     console.print(
         f"efficiency: bandwidth {e['bw']:.2f}, GEMM {e['gemm']:.2f}, attention {e['attention']:.2f}, "
-        f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.0f} us ({e['basis']}); calibration: {r['calibration']}"
+        f"all-reduce alpha {e['allreduce_latency_s'] * 1e6:.1f} µs ({e['allreduce_latency_measured_s'] * 1e6:.1f} µs "
+        f"[{e['basis']}] × fitted scale {e['allreduce_latency_scale']:.3g}); calibration: {r['calibration']}",
+        markup=False,
     )
     for note in r["notes"]:
         say(note, "note: ", "yellow")

@@ -215,13 +215,18 @@ def ls(storage: StorageOpt = None) -> None:
             s["status"],
             s["spec"].get("model", ""),
             s["spec"].get("sampler", ""),
-            _fmt(summary.get("evaluated")),
+            _fmt(summary.get("evaluated") if summary.get("evaluated") is not None else _stored(store, s["name"])),
             _fmt(summary.get("front_size")),
             _fmt(s.get("created_at")),
             _fmt(s.get("submitter")),
             *([_short_error(s.get("error"))] if errors else []),
         )
     print_table(table)
+
+
+def _stored(store: Any, name: str) -> int | None:
+    """Evaluations stored for a sweep whose summary has no count yet (interrupted, running)."""
+    return store.count_evaluations(name)["total"] or None
 
 
 def _short_error(error: str | None, width: int = 60) -> str:

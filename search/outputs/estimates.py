@@ -207,6 +207,9 @@ def estimate(
             "attention": eff.attention,
             "link": eff.link,
             "allreduce_latency_s": eff.allreduce_latency_s,
+            # the alpha is a measured latency times the fitted global allreduce_latency_scale
+            "allreduce_latency_scale": efficiency.serving["allreduce_latency_scale"],
+            "allreduce_latency_measured_s": eff.allreduce_latency_s / efficiency.serving["allreduce_latency_scale"],
             "basis": eff.basis,
         },
         "notes": notes,

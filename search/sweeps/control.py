@@ -29,13 +29,15 @@ class Progress:
     front_size: int = 0
     hypervolume: float | None = None
     started: float = field(default_factory=time.monotonic)
+    resumed: int = 0  # evaluations stored before this driver started (a resume): not its pace
 
     @property
     def eta_s(self) -> float | None:
-        done = self.evaluated
-        if not done:
+        """Seconds left at this driver's own pace (what it evaluated since it started)."""
+        done = self.evaluated - self.resumed
+        if done <= 0:
             return None
-        return (time.monotonic() - self.started) / done * max(self.total - done, 0)
+        return (time.monotonic() - self.started) / done * max(self.total - self.evaluated, 0)
 
 
 ProgressCallback = Callable[[Progress], None]

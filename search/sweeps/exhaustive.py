@@ -105,7 +105,8 @@ def _run_exhaustive(
         if part is not None:
             front = merge_front(front, part, directions)
 
-    state = Progress(total=size, evaluated=counts["evaluated"], feasible=counts["feasible"])
+    stored = counts["evaluated"]
+    state = Progress(total=size, evaluated=stored, feasible=counts["feasible"], resumed=stored)
 
     def merge(part: EvalResult) -> None:
         nonlocal front

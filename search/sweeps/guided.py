@@ -106,7 +106,8 @@ def _run_guided(
     # again (the sampler learns it) but costs nothing, so trials may outnumber the budget.
     target = space.size if budget_trials is None else min(budget_trials, space.size)
     max_trials = max(target, workers) * MAX_TRIALS_PER_BUDGET  # a sampler that only repeats itself stops
-    state = Progress(total=target)
+    already = len({t.user_attrs.get("config_key") for t in study.get_trials(deepcopy=False, states=_TOLD)})
+    state = Progress(total=target, evaluated=already, resumed=already)
 
     while True:
         told = study.get_trials(deepcopy=False, states=_TOLD)
