@@ -555,10 +555,11 @@ def test_catalog_and_estimate_match_the_cli(service) -> None:
 
     # calibration: latest reads the service's database, and says which record it used
     r = client.post("/estimate", json={**body, "calibration": "latest"}, headers=ALICE)
-    assert r.status_code == 422 and "no calibration that applies to H100-SXM" in r.json()["detail"]
+    assert r.status_code == 422 and "no usable calibration that applies to H100-SXM" in r.json()["detail"]
     record = json.loads(
         (Path(__file__).resolve().parent.parent / "calibrations/measurements-public-20261126.json").read_text()
     )
+    record["fit"]["errors"]["held_out_after"]["median_ape"] = 6.0  # beats the defaults: `latest` may use it
     store = Store(settings.storage_url)
     store.save_calibration("team-fit", "measurements", record)
     store.close()
