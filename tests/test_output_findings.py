@@ -371,3 +371,10 @@ def test_15_the_all_reduce_alpha_says_it_is_measured_times_a_fitted_scale():
     )
     text = " ".join(_invoke(*args, columns=300).output.split())
     assert f"({out['allreduce_latency_measured_s'] * 1e6:.1f} µs" in text and "× fitted scale" in text
+
+
+def test_15_flags_are_not_shown_as_taking_values():
+    for command in (["estimate", "--help"], ["front", "--help"], ["--help"]):
+        out = _invoke(*command, columns=200).output
+        assert "--help" in out and "<bool>" not in out, out
+    assert "<str>" in _invoke("estimate", "--help", columns=200).output  # options with values keep their type

@@ -10,6 +10,24 @@ import typer
 from search.cli import calibrate, catalog, kernels, probe, serve, simulate, sweeps
 from search.cli.errors import CliGroup
 
+
+def _flags_take_no_value() -> None:
+    """Typer (0.29) prints a flag's type in help (`--json  <bool>`), which reads as if the flag
+    took a value; show no type for flags. Only the help rendering changes."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_servesweep", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._servesweep = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 app = typer.Typer(
     cls=CliGroup,
     add_completion=False,
