@@ -238,18 +238,22 @@ def evaluate(
     prefill_all = prefill_time_s(b, isl, batch)
     ttft = prefill_time_s(b, isl, 1.0, running_seqs=batch - 1.0, running_context=mean_ctx)
     price = b.usd_per_gpu_hour if usd_per_gpu_hour is None else np.asarray(usd_per_gpu_hour, dtype=np.float64)
-    st = steady_state(
-        osl=osl,
-        batch=batch,
-        decode_step_s=decode.total_s,
-        prefill_all_s=prefill_all.total_s,
-        ttft_s=ttft.total_s,
-        gpus=b.gpus,
-        tdp_w=b.tdp_w,
-        usd_per_gpu_hour=price,
-        arrival_rate_per_s=arrival_rate_per_s,
-        replicas=replicas,
-    )
+
+    def steady(fleet: np.ndarray | None) -> SteadyState:
+        return steady_state(
+            osl=osl,
+            batch=batch,
+            decode_step_s=decode.total_s,
+            prefill_all_s=prefill_all.total_s,
+            ttft_s=ttft.total_s,
+            gpus=b.gpus,
+            tdp_w=b.tdp_w,
+            usd_per_gpu_hour=price,
+            arrival_rate_per_s=arrival_rate_per_s,
+            replicas=fleet,
+        )
+
+    st = steady(replicas)
     feasible = code == 0
     rate = (
         None if arrival_rate_per_s is None else np.broadcast_to(np.asarray(arrival_rate_per_s, np.float64), (len(b),))
@@ -278,18 +282,7 @@ def evaluate(
         )
         ttft_s, tpot_s, e2e_s, utilization, load_batch, fleet = q
         if replicas is None:
-            st = steady_state(
-                osl=osl,
-                batch=batch,
-                decode_step_s=decode.total_s,
-                prefill_all_s=prefill_all.total_s,
-                ttft_s=ttft.total_s,
-                gpus=b.gpus,
-                tdp_w=b.tdp_w,
-                usd_per_gpu_hour=price,
-                arrival_rate_per_s=arrival_rate_per_s,
-                replicas=fleet,
-            )
+            st = steady(fleet)  # the fleet sized with headroom
     nan = np.where(feasible, 1.0, np.nan)
     return ServingMetrics(
         feasible=feasible,
