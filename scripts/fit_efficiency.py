@@ -82,16 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f'  {k}: {{value: {v:.6g}, source: "{src}"}}')
         for k, source in FIXED.items():
             lines.append(f'  {k}: {{value: {base.serving[k]:.6g}, source: "{source}"}}')
-        lines.append("fit:")
-        lines.append(f'  date: "{today}"')
-        lines.append(f'  train: "{args.train_version} rows of shared/reference/measurements.public.jsonl"')
-        for name in ("train", "held_out", "all"):
-            for label, rep in (("before", before), ("after", after)):
-                s = rep[name]
-                lines.append(
-                    f"  {name}_{label}: {{n: {s['n']}, median_ape: {s['median_ape']}, "
-                    f"p90_ape: {s['p90_ape']}, within_20pct: {s['within_20pct']}}}"
-                )
+        lines += _fit_section("", today, args.train_version, before, after)
         path.write_text(head + "\n".join(lines) + "\n")
         print(f"wrote {path}")
     return 0
@@ -180,19 +171,24 @@ def fit_kernel_model(args: argparse.Namespace) -> int:
         for k, entry in base.data["kernels"]["params"].items():
             if k not in fitted:  # kept as it was, with its own source
                 lines.append(f'    {k}: {{value: {entry["value"]:.6g}, source: "{entry["source"]}"}}')
-        lines.append("  fit:")
-        lines.append(f'    date: "{today}"')
-        lines.append(f'    train: "{args.train_version} rows of shared/reference/measurements.public.jsonl"')
-        for name in ("train", "held_out", "all"):
-            for label, rep in (("before", before), ("after", after)):
-                s = rep[name]
-                lines.append(
-                    f"    {name}_{label}: {{n: {s['n']}, median_ape: {s['median_ape']}, "
-                    f"p90_ape: {s['p90_ape']}, within_20pct: {s['within_20pct']}}}"
-                )
+        lines += _fit_section("  ", today, args.train_version, before, after)
         path.write_text(head + "\n".join(lines) + "\n")
         print(f"wrote {path}")
     return 0
+
+
+def _fit_section(indent: str, today: str, train_version: str, before: dict, after: dict) -> list[str]:
+    """The `fit:` block of a fitted data file: date, training rows, errors before and after."""
+    lines = [f"{indent}fit:", f'{indent}  date: "{today}"']
+    lines.append(f'{indent}  train: "{train_version} rows of shared/reference/measurements.public.jsonl"')
+    for name in ("train", "held_out", "all"):
+        for label, rep in (("before", before), ("after", after)):
+            e = rep[name]
+            lines.append(
+                f"{indent}  {name}_{label}: {{n: {e['n']}, median_ape: {e['median_ape']}, "
+                f"p90_ape: {e['p90_ape']}, within_20pct: {e['within_20pct']}}}"
+            )
+    return lines
 
 
 if __name__ == "__main__":
