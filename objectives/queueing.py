@@ -67,7 +67,7 @@ round after its last chunk), not `prefill_time_s`'s (chunks + PP - 1) stage step
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -78,12 +78,16 @@ from objectives.memory import kv_budget_bytes, kv_bytes_per_sequence_per_gpu, ma
 from objectives.timing import decode_step_time_s, forward_time_s, prefill_time_s
 
 BLOCK_SIZE = 16  # KV-cache block of the simulated scheduler (tokens)
+EMPIRICAL_LEVELS = np.array([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0])
 WATERMARK_FRACTION = 0.01  # KV cache the scheduler keeps free
 # Decoding-batch grid of the step-time tables, as fractions of the slot limit; everything
 # between is linear interpolation (step times are close to affine in the batch).
 _BATCH_FRACTIONS = np.array([0.0, 1 / 64, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0])
 _FIXED_POINT_ITERATIONS = 60
 _BISECTIONS = 26
+# slack of an SLO check by survival (max_utilization) against one by the bisected percentile:
+# the bisection stops within (hi - lo) / 2**26 of the quantile, i.e. a survival this close
+_SURVIVAL_TOLERANCE = 1e-9
 _CHUNK_CONFIGS = 2048  # configurations per table (bounds the (grid, nodes, configs) arrays)
 DEFAULT_TARGET_UTILIZATION = 0.8
 Dispatch = Literal["random", "round_robin", "least_loaded"]
@@ -142,6 +146,14 @@ class LengthNodes:
             values, weights = np.array([float(dist)]), np.array([1.0])
         w = np.asarray(weights, dtype=np.float64)
         return cls(np.maximum(np.asarray(values, dtype=np.float64), 1.0), w / w.sum())
+
+    @classmethod
+    def empirical(cls, tokens: np.ndarray) -> LengthNodes:
+        """Nodes of observed lengths (a trace): the midpoint quantiles of probability bands
+        `EMPIRICAL_LEVELS`, finer in the tail that sets the tail latencies, each weighing its band."""
+        mids = 0.5 * (EMPIRICAL_LEVELS[1:] + EMPIRICAL_LEVELS[:-1])
+        values = np.quantile(np.asarray(tokens, dtype=np.float64), mids)
+        return cls.of((values, np.diff(EMPIRICAL_LEVELS)))
 
     @property
     def mean(self) -> float:
@@ -301,6 +313,7 @@ class QueueingLatency:
     ttft_s: dict[float, np.ndarray]
     tpot_s: dict[float, np.ndarray]
     e2e_s: dict[float, np.ndarray]
+    survival: dict[int, np.ndarray] = field(default_factory=dict)  # see latency_at_load
 
     def at(self, metric: str, percentile: float) -> np.ndarray:
         """`metric` (ttft / tpot / e2e) at `percentile` (one of those computed)."""
@@ -370,12 +383,16 @@ def latency_at_load(
     percentiles: Iterable[float] = (50.0, 90.0, 99.0),
     arrival_cv: np.ndarray | float = 1.0,
     metrics: Iterable[str] = ("ttft", "tpot", "e2e"),
+    survival_at: Sequence[tuple[str, float]] = (),
 ) -> QueueingLatency:
     """TTFT, TPOT and end-to-end latency at `percentiles` of each configuration of `table`
     serving `rate_per_s` requests/s per replica with inter-arrival coefficient of variation
     `arrival_cv` (1: Poisson; gamma renewal arrivals otherwise; per configuration or one) at
     that replica. See the module docstring. Percentiles are computed for `metrics` only (the
-    others' dicts stay empty)."""
+    others' dicts stay empty). `survival_at` [(metric, seconds), ...] adds P(metric > seconds)
+    per configuration (`QueueingLatency.survival`, keyed by position; 1 when overloaded): a
+    percentile p of the metric is within those seconds exactly when that probability is at
+    most 1 - p / 100, which checks an SLO without finding the percentile."""
     wanted = set(metrics)
     n_cfg = table.slots.shape[0]
     lam = np.broadcast_to(np.asarray(rate_per_s, dtype=np.float64), (n_cfg,)).copy()
@@ -496,7 +513,9 @@ def latency_at_load(
     v0v = behind * (vd + ca2 * md * md) + (lam * md) ** 2 * (wait_var + vt0)
     mu = lam * (w0 + sojourn)
     bursty = ca2 > 1.0 + 1e-9  # negative binomial counts; Poisson (cv <= 1: conservative)
-    p0 = np.where(bursty, np.power(1.0 / ca2, mu / np.where(bursty, ca2 - 1.0, 1.0)), np.exp(-mu))
+    p0 = np.where(
+        bursty, np.power(np.where(bursty, 1.0 / ca2, 1.0), mu / np.where(bursty, ca2 - 1.0, 1.0)), np.exp(-mu)
+    )
     e1 = (w0 * phi + v0m) / gap
     var = (w0 + v0m) * lam * (vd + ca2 * md * md) / gap**3 + v0v / gap**2
     sd_n = np.sqrt(peak * n)  # the overdispersed batch (see the slots above)
@@ -543,6 +562,11 @@ def latency_at_load(
             tpot_out[p] = _bisect_quantile(tpot_sf, zero, hi_t, level) * inf
         if "e2e" in wanted:
             e2e_out[p] = _bisect_quantile(e2e_sf, zero, np.max(base, axis=0) + hi_w, level) * inf
+    survival_fn = {"ttft": ttft_sf, "tpot": tpot_sf, "e2e": e2e_sf}
+    survival = {
+        k: np.where(over, 1.0, survival_fn[metric](np.full(n_cfg, float(max_s))))
+        for k, (metric, max_s) in enumerate(survival_at)
+    }
     return QueueingLatency(
         rate_per_s=lam,
         utilization=lam / table.capacity_per_s,
@@ -561,6 +585,7 @@ def latency_at_load(
         ttft_s=ttft_out,
         tpot_s=tpot_out,
         e2e_s=e2e_out,
+        survival=survival,
     )
 
 
@@ -619,6 +644,13 @@ def default_target_utilization(slos: Iterable[Any] = ()) -> float:
     return DEFAULT_TARGET_UTILIZATION
 
 
+def interarrival_cv(arrival_s: np.ndarray) -> float:
+    """Coefficient of variation of the gaps between sorted arrival times (1: too few to tell)."""
+    gaps = np.diff(np.sort(np.asarray(arrival_s, dtype=np.float64)))
+    mean = float(np.mean(gaps)) if gaps.size > 1 else 0.0
+    return float(np.std(gaps) / mean) if mean > 0 else 1.0
+
+
 def replica_arrival_cv(
     arrival_cv: float,
     replicas: np.ndarray | float,
@@ -670,19 +702,18 @@ def max_utilization(
     n_cfg = table.slots.shape[0]
     if not triples:
         return np.full(n_cfg, cap), np.ones(n_cfg, dtype=bool)
-    pcts = sorted({p for _, _, p in triples})
-
-    metrics = {m for m, _, _ in triples}
-
     fleet = None if fleet_rate_per_s is None else np.broadcast_to(np.asarray(fleet_rate_per_s, np.float64), (n_cfg,))
+
+    checks = [(metric, max_s) for metric, max_s, _ in triples]
 
     def meets(tab: ReplicaTable, fleet: np.ndarray | None, u: np.ndarray) -> np.ndarray:
         per = u * tab.capacity_per_s
         cv = arrival_cv if fleet is None else replica_arrival_cv(arrival_cv, fleet / per, dispatch, dispatch_group)
-        lat = latency_at_load(tab, per, percentiles=pcts, arrival_cv=cv, metrics=metrics)
+        # each SLO by its survival at the target: P(latency > max_s) <= 1 - p / 100
+        lat = latency_at_load(tab, per, percentiles=(), arrival_cv=cv, metrics=(), survival_at=checks)
         ok = ~lat.overloaded
-        for metric, max_s, p in triples:
-            ok &= lat.at(metric, p) <= max_s
+        for k, (_, _, p) in enumerate(triples):
+            ok &= lat.survival[k] <= 1.0 - p / 100.0 + _SURVIVAL_TOLERANCE
         return ok
 
     at_cap = meets(table, fleet, np.full(n_cfg, cap))

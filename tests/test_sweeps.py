@@ -141,7 +141,7 @@ def test_hypervolume_by_hand():
 
 
 def test_exhaustive_sweep_end_to_end(tmp_path, local_ray):
-    spec, text = _spec()
+    spec, text = _spec(constraints={"max_gpus": 4})  # fleets sized with headroom: some exceed it
     store = Store(f"sqlite:///{tmp_path}/sweeps.db")
     name = start_sweep(store, spec, text, None, workers=2)
     summary = run_sweep(store, name, workers=2)

@@ -113,7 +113,17 @@ def estimate(
         bool, typer.Option("--max-throughput", help="pick the batch giving the most tokens/s per GPU")
     ] = False,
     rate: Annotated[
-        float | None, typer.Option(callback=above_zero, help="arrival rate, requests/s, above 0 (sets replicas)")
+        float | None,
+        typer.Option(
+            callback=above_zero, help="arrival rate, requests/s, above 0: latencies under load, replicas with headroom"
+        ),
+    ] = None,
+    percentile: Annotated[
+        float, typer.Option(min=0.1, max=99.99, help="latency percentile under --rate (default p99)")
+    ] = 99.0,
+    target_utilization: Annotated[
+        float | None,
+        typer.Option(min=0.01, max=1.0, help="largest share of a replica's capacity in use under --rate (default 0.8)"),
     ] = None,
     pricing: Annotated[Pricing, typer.Option(help="cloud on-demand or owned TCO")] = Pricing.cloud,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
@@ -142,6 +152,8 @@ def estimate(
             osl=osl,
             batch=batch,
             rate=rate,
+            percentile=percentile,
+            target_utilization=target_utilization,
             pricing=pricing.value,
             gpu_file=gpu_file,
         )
@@ -197,10 +209,18 @@ def _print_estimate(r: dict) -> None:
         ):
             t.add_row(key.removesuffix("_s").replace("_", " "), _fmt_s(d[key]))
         console.print(t)
-        s = Table(title="serving", show_header=False)
-        s.add_row("TTFT", _fmt_s(r["ttft_s"]))
-        s.add_row("TPOT", _fmt_s(r["tpot_s"]))
-        s.add_row("end-to-end", _fmt_s(r["e2e_s"]))
+        if r.get("latency_percentile") is not None:
+            s = Table(
+                title=f"serving at {r['rate_per_s']:g} requests/s: p{r['latency_percentile']:g} latencies, "
+                f"each replica at {r['utilization']:.0%} of its capacity",
+                show_header=False,
+            )
+            at = f" p{r['latency_percentile']:g}"
+        else:
+            s, at = Table(title="serving (steady state at the batch)", show_header=False), ""
+        s.add_row("TTFT" + at, _fmt_s(r["ttft_s"]))
+        s.add_row("TPOT" + at, _fmt_s(r["tpot_s"]))
+        s.add_row("end-to-end" + at, _fmt_s(r["e2e_s"]))
         s.add_row("output tokens/s per GPU", f"{r['output_tokens_per_s_per_gpu']:.1f}")
         s.add_row("output tokens/s per user", f"{r['output_tokens_per_s_per_user']:.1f}")
         s.add_row("energy per output token", f"{r['energy_j_per_output_token']:.2f} J (at TDP)")

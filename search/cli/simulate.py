@@ -1,5 +1,5 @@
 """`servesweep simulate`: tail latencies of one deployment under load, from the discrete-event
-serving simulator (objectives.simulator), next to the analytic model's means.
+serving simulator (objectives.simulator), next to the analytic model's p99 under the same load.
 
     servesweep simulate --model llama-3.1-70b --gpu H100-SXM --tp 4 --weights fp8 \\
         --workload chat --rate 10 [--requests 10000] [--arrivals gamma --cv 2] [--json]
@@ -127,7 +127,12 @@ def _print(r: dict[str, Any]) -> None:
         f"max {s['max_num_seqs']} seqs, {s['max_num_batched_tokens']} tokens per step"
     )
     t = Table(title=f"latency over {s['requests']} requests")
-    for col in ("metric", "p50", "p90", "p99", "mean", f"analytic @ batch {a['batch']:.0f}"):
+    model_col = (
+        f"analytic p{a['latency_percentile']:g}"
+        if a.get("latency_percentile") is not None
+        else f"analytic mean @ batch {a['batch']:.0f}"
+    )
+    for col in ("metric", "p50", "p90", "p99", "mean", model_col):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end"), ("queue_s", "queueing")):
         v = s[key]

@@ -102,15 +102,24 @@ def estimate(
     osl: int = 256,
     batch: int | None = None,
     rate: float | None = None,
+    percentile: float = 99.0,
+    target_utilization: float | None = None,
     pricing: str = "cloud",
     gpu_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Memory, latency, throughput and cost of one deployment (`estimate --json`); with no
     `batch`, the batch giving the most tokens/s per GPU; `calibration(gpu_id)` gives the
     efficiency model and its label for the catalog GPU (called once the names are known good).
-    EstimateError for bad input."""
+    With an arrival `rate`, latencies are at `percentile` under that load (objectives.queueing;
+    fixed lengths isl / osl, Poisson arrivals) and the replicas are sized so each runs at
+    `target_utilization` of its capacity at most (default 0.8); `batch` is then the scheduler's
+    cap. EstimateError for bad input."""
     if rate is not None and not rate > 0:
         raise EstimateError(f"the arrival rate must be above 0 requests/s, got {rate}")
+    if not 0.0 < percentile < 100.0:
+        raise EstimateError(f"the latency percentile must be above 0 and below 100, got {percentile}")
+    if target_utilization is not None and not 0.0 < target_utilization <= 1.0:
+        raise EstimateError(f"the target utilization must be above 0 and at most 1, got {target_utilization}")
     try:
         catalog_gpus = load_accelerators(gpu_file)
         accel = get_accelerator(gpu, catalog_gpus)
@@ -152,6 +161,8 @@ def estimate(
         "max_position_embeddings": spec.max_position_embeddings,
         "usd_per_gpu_hour": price,
     }
+    if rate is not None:
+        kwargs.update(latency_percentile=float(percentile), target_utilization=target_utilization)
     if batch is None:
         m = offline_max_throughput(b, **kwargs)
     else:
@@ -180,6 +191,11 @@ def estimate(
         "reason": row["reason"] or None,
         "batch": int(row["batch"]),
         "max_batch": int(row["max_batch"]),
+        # with a rate: at `latency_percentile` under that load; without: the steady state at the batch
+        "latency_percentile": float(percentile) if rate is not None else None,
+        "rate_per_s": rate,
+        "utilization": row["utilization"] if rate is not None else None,
+        "load_batch": row["load_batch"] if rate is not None else None,
         "ttft_s": row["ttft_s"],
         "tpot_s": row["tpot_s"],
         "e2e_s": row["e2e_s"],

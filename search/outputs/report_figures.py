@@ -384,7 +384,7 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
     fig.update_layout(
         template="plotly_white",
         title=f"{metric} against $ per million output tokens (each point a stored configuration)",
-        xaxis={"type": "log", "title": f"{metric} (ms, modelled mean)"},
+        xaxis={"type": "log", "title": f"{metric} (ms, {_latency_kind(ctx)})"},
         yaxis={"type": "log", "title": "$ per million output tokens"},
         height=560,
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
@@ -393,3 +393,14 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
     )
     _apply_log_ticks(fig)
     return fig, shown
+
+
+def _latency_kind(ctx: SweepContext) -> str:
+    """What the latency axis holds: the objective's percentile under load, or the offline mean."""
+    if ctx.workload.offline:
+        return "steady-state mean, offline"
+    pct = next((o.percentile for o in ctx.spec.objectives if o.metric == ctx.latency_metric), None)
+    if pct is None:
+        slo = ctx.workload.slo(ctx.latency_metric)  # type: ignore[arg-type]
+        pct = slo.percentile if slo is not None else 50.0
+    return f"p{pct:g} under load"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from objectives.queueing import DEFAULT_TARGET_UTILIZATION
 from search.outputs.candidates import COST, KINDS, TITLES, SweepContext
 from search.outputs.launch import launch_commands
 from search.outputs.procurement import efficiency_bases, pricing_assumptions
@@ -36,6 +37,12 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
     limits = [f"SLOs as constraints: {'yes' if cons.slos else 'no (checked for the recommendations anyway)'}"]
     limits.append(f"max GPUs: {cons.max_gpus if cons.max_gpus is not None else 'none'}")
     limits.append(f"budget: {_usd(cons.max_usd_per_hour, 0) + '/h' if cons.max_usd_per_hour is not None else 'none'}")
+    if w.arrival_rate_per_s:
+        cap = cons.target_utilization if cons.target_utilization is not None else DEFAULT_TARGET_UTILIZATION
+        limits.append(
+            f"headroom: replicas sized so each runs at ≤ {cap:.0%} of its capacity, lower where the SLO "
+            "percentiles need it (constraints.target_utilization)"
+        )
     objectives = ", ".join(
         f"{o.metric}" + (f" (p{o.percentile:g})" if o.metric in LATENCY_METRICS else "") for o in spec.objectives
     )
@@ -418,8 +425,11 @@ def _method_section(ctx: SweepContext) -> str:
         "<h2 id=method>Method and caveats</h2><ul class=note>"
         "<li>Metrics come from servesweep's analytic model (objectives/): bytes out of HBM, tensor-core FLOP/s, "
         "GPU-to-GPU messages and runtime overheads at achieved efficiencies, for continuous batching at the "
-        "workload's mean lengths. Latencies are means compared with the SLO targets; tails need the simulator or a "
-        "measurement.</li>"
+        "workload's length distributions. With an arrival rate, latencies are percentiles under load (queueing "
+        "for the prefill pipeline and the batch slots, prefill chunks interfering with decodes, the tail of the "
+        "prompt lengths; objectives/queueing.py) at each replica's share of the rate, and replicas are sized "
+        "with headroom so every SLO percentile holds; scripts/validate_queueing.py prints the error against the "
+        "serving simulator. Offline workloads use the steady state at the batch limit.</li>"
         "<li>Qualifying: fits in memory, within the GPU limit and the hourly budget, serves the arrival rate, and "
         "meets every SLO of the workload.</li>"
         "<li>Knee: the point of the qualifying (latency, $/Mtok) Pareto front farthest from the straight line "

@@ -1,5 +1,5 @@
 """One deployment under load: tail latencies from the discrete-event serving simulator
-(objectives.simulator) next to the analytic model's means, as a JSON-able dict (`simulate_deployment`,
+(objectives.simulator) next to the analytic model's p99 under the same load, as a JSON-able dict (`simulate_deployment`,
 behind `servesweep simulate`).
 
 The workload is is a preset name, a workload YAML / JSON file (the schema of a sweep spec's
@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+ANALYTIC_PERCENTILE = 99.0  # the analytic latencies shown beside the simulated ones
 
 
 def _parse_slo(text: str) -> Any:
@@ -110,13 +112,15 @@ def simulate_deployment(
     gpu_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Simulate continuous batching of one deployment (see `servesweep simulate --help` for the
-    arguments) and return the simulated percentiles beside the analytic model's means."""
+    arguments) and return the simulated percentiles beside the analytic model's p99 under the same
+    load (its steady-state means offline)."""
     import time
 
     from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
     from objectives.batch import build_batch
     from objectives.models import UnknownModelError, load_model
     from objectives.quantization import get_scheme
+    from objectives.queueing import LengthNodes, interarrival_cv
     from objectives.serving import evaluate
     from objectives.simulator import simulate_config
     from workloads.arrivals import TraceError
@@ -142,10 +146,21 @@ def simulate_deployment(
         raise SimulationError(str(exc)) from None
     if max_num_batched_tokens is not None:
         b = b.replace(max_num_tokens=max_num_batched_tokens)
+    load: dict[str, Any] = {}
+    if not offline:  # the analytic model under the same load: this fleet, these lengths and arrivals
+        load = {
+            "replicas": np.array([float(replicas)]),
+            "latency_percentile": ANALYTIC_PERCENTILE,
+            "input_lengths": w.input_tokens if w is not None else LengthNodes.empirical(reqs.input_tokens),
+            "output_lengths": w.output_tokens if w is not None else LengthNodes.empirical(reqs.output_tokens),
+            "arrival_cv": interarrival_cv(reqs.arrival_s),
+            "dispatch": dispatch,
+        }
     analytic = evaluate(
         b,
         arrival_rate_per_s=reqs.mean_rate_per_s if not offline else None,
         max_position_embeddings=spec.max_position_embeddings,
+        **load,
     ).row(0)
     if not analytic["feasible"]:
         raise SimulationError(f"{spec.id} on {tp * pp}x {accel.id} (TP{tp} PP{pp}): {analytic['reason']}") from None
@@ -182,6 +197,9 @@ def simulate_deployment(
         "mean_output_tokens": osl,
         "simulation": summary,
         "analytic": {
+            # under load: at `latency_percentile` for this fleet; offline: the steady-state means
+            "latency_percentile": ANALYTIC_PERCENTILE if load else None,
+            "utilization": analytic["utilization"] if load else None,
             "ttft_s": analytic["ttft_s"],
             "tpot_s": analytic["tpot_s"],
             "e2e_s": analytic["e2e_s"],

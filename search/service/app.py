@@ -84,7 +84,13 @@ class EstimateRequest(BaseModel):
     osl: int = Field(256, ge=1, le=10_000_000, description="output tokens per request")
     batch: int | None = Field(None, ge=1, le=1_000_000, description="concurrent sequences per replica")
     max_throughput: bool = Field(False, description="pick the batch giving the most tokens/s per GPU")
-    rate: float | None = Field(None, ge=0, le=1e9, description="arrival rate, requests/s (sets replicas)")
+    rate: float | None = Field(
+        None, ge=0, le=1e9, description="arrival rate, requests/s: latencies under load, replicas with headroom"
+    )
+    percentile: float = Field(99.0, gt=0, lt=100, description="latency percentile under `rate`")
+    target_utilization: float | None = Field(
+        None, gt=0, le=1, description="largest share of a replica's capacity in use under `rate` (default 0.8)"
+    )
     pricing: Literal["cloud", "owned"] = "cloud"
     calibration: Literal["none", "latest"] = Field("none", description="latest: the newest stored calibration")
 
@@ -474,6 +480,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 osl=req.osl,
                 batch=req.batch,
                 rate=req.rate,
+                percentile=req.percentile,
+                target_utilization=req.target_utilization,
                 pricing=req.pricing,
             )
         except (EstimateError, ValueError, ArithmeticError) as exc:

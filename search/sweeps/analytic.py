@@ -1,8 +1,21 @@
-"""The analytic evaluator: the vectorized cost model of `objectives` over a batch of configurations
-(microseconds per configuration), with the spec's objectives, SLO and limit constraints, and the
-reason each infeasible configuration fails."""
+"""The analytic evaluator: the vectorized cost model of `objectives` over a batch of configurations,
+with the spec's objectives, SLO and limit constraints, and the reason each infeasible
+configuration fails.
+
+With an arrival rate (any workload that is not offline) the latencies are those under load
+(`objectives.queueing` through `objectives.serving.evaluate`): TTFT / TPOT / end-to-end at the
+percentile the spec's objective on that metric names (else the SLO's, else the median), for the
+workload's length distributions and the spec's arrival process (`simulation.arrivals` / `cv`, a
+trace's own inter-arrival cv and lengths), split over the replicas as the simulator does
+(`simulation.dispatch` over groups of `simulation.max_replicas`); replicas are sized so every SLO
+percentile holds at the rate with at most `constraints.target_utilization` of each replica's
+capacity in use (default 0.8). SLO constraints are checked at each SLO's own percentile. Offline
+workloads keep the steady state at the batch cap (microseconds per configuration; under load it is
+about a millisecond)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +24,7 @@ from objectives.batch import ConfigBatch, build_batch, concat
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import default_efficiency
 from objectives.models import load_model
+from objectives.queueing import LengthNodes, interarrival_cv
 from objectives.serving import REASONS, evaluate
 from search.calibration import efficiency_from_record
 from search.sweeps.evaluation import METRIC_COLUMNS, EvalResult
@@ -34,6 +48,38 @@ class AnalyticEvaluator:
         )
         self.terms = _ownership_terms(spec)
         self.constraint_names = self._constraint_names()
+        self.latency_percentile = {m: self._percentile_for(m) for m in LATENCY_METRICS}
+        self.under_load = self._load_arguments()
+
+    def _percentile_for(self, metric: str) -> float:
+        """The percentile the column of `metric` holds: the objective's, else the SLO's, else 50."""
+        for o in self.spec.objectives:
+            if o.metric == metric:
+                return o.percentile
+        slo = self.workload.slo(metric)  # type: ignore[arg-type]
+        return slo.percentile if slo is not None else 50.0
+
+    def _load_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of `objectives.serving.evaluate` for latencies under load (empty
+        for an offline workload: the steady state at the batch cap)."""
+        if self.workload.offline:
+            return {}
+        sim = self.spec.simulation
+        inputs: Any = self.workload.input_tokens
+        outputs: Any = self.workload.output_tokens
+        cv = sim.cv if sim.arrivals == "gamma" else 1.0
+        if sim.trace:
+            inputs, outputs, cv = _trace_shape(sim.trace, sim.requests)
+        return {
+            "latency_percentile": self.latency_percentile,
+            "slos": list(self.workload.slos) if self.spec.constraints.slos else [],
+            "target_utilization": self.spec.constraints.target_utilization,
+            "input_lengths": inputs,
+            "output_lengths": outputs,
+            "arrival_cv": cv,
+            "dispatch": sim.dispatch,
+            "dispatch_group": float(sim.max_replicas),
+        }
 
     def _constraint_names(self) -> list[str]:
         names = ["fits"]
@@ -102,16 +148,17 @@ class AnalyticEvaluator:
     def evaluate(self, ids: np.ndarray) -> EvalResult:
         ids = np.asarray(ids, dtype=np.int64)
         batch, price, order, idx = self.configuration_batch(ids)
-        m = evaluate(
-            batch,
-            arrival_rate_per_s=self._rate(),
-            max_position_embeddings=self.model.max_position_embeddings,
-            usd_per_gpu_hour=price,
-            replicas=self._fixed_replicas(idx)[order] if "replicas" in idx else None,
-        )
+        common = {
+            "arrival_rate_per_s": self._rate(),
+            "max_position_embeddings": self.model.max_position_embeddings,
+            "usd_per_gpu_hour": price,
+            "replicas": self._fixed_replicas(idx)[order] if "replicas" in idx else None,
+        }
+        m = evaluate(batch, **common, **self.under_load)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
         metrics = {k: getattr(m, k)[inverse] for k in METRIC_COLUMNS if hasattr(m, k)}
+        slo_latency = {k: v[inverse] for k, v in self._slo_latencies(batch, m, common).items()}
         reason = [REASONS[int(c)] for c in m.reason_code[inverse]]
         metrics["total_gpus"] = metrics["gpus"] * metrics["replicas"]
         no_price = ~np.isfinite(price[inverse])
@@ -120,7 +167,7 @@ class AnalyticEvaluator:
             for r, np_ in zip(reason, no_price, strict=True)
         ]
         fits = np.where((m.reason_code[inverse] == 0) & ~no_price, 0.0, 1.0)
-        cons = self._constraints(metrics, fits)
+        cons = self._constraints(metrics, fits, slo_latency)
         feasible = np.all(cons <= 0.0, axis=1)
         reason = [r or _violated(self.constraint_names, cons[i]) for i, r in enumerate(reason)]
         objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
@@ -134,6 +181,23 @@ class AnalyticEvaluator:
             metrics=metrics,
         )
 
+    def _slo_latencies(self, batch: ConfigBatch, m: Any, common: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Each SLO's latency at its own percentile ({"ttft@99": values}, batch order): the
+        metric's column where it holds that percentile, else a second evaluation at the SLO
+        percentiles (with the replicas of the first, so the fleet is the same)."""
+        slos = self.workload.slos if self.spec.constraints.slos else []
+        out = {f"{s.metric}@{s.percentile:g}": getattr(m, LATENCY_METRICS[s.metric]) for s in slos}
+        other = {s.metric: s.percentile for s in slos if s.percentile != self.latency_percentile[s.metric]}
+        if other and self.under_load:
+            again = evaluate(
+                batch,
+                **{**common, "replicas": m.replicas},
+                **{**self.under_load, "latency_percentile": {**self.latency_percentile, **other}},
+            )
+            for metric, pct in other.items():
+                out[f"{metric}@{pct:g}"] = getattr(again, LATENCY_METRICS[metric])
+        return out
+
     def _rate(self) -> float | None:
         """The arrival rate replicas are provisioned for (None: offline)."""
         return None if self.workload.offline else self.workload.arrival_rate_per_s
@@ -142,13 +206,17 @@ class AnalyticEvaluator:
         """Replicas of each configuration when the space fixes them (a `replicas` dimension)."""
         return np.asarray(self.space.dimensions[-1].values, dtype=np.float64)[idx["replicas"]]
 
-    def _constraints(self, metrics: dict[str, np.ndarray], fits: np.ndarray) -> np.ndarray:
+    def _constraints(
+        self, metrics: dict[str, np.ndarray], fits: np.ndarray, slo_latency: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Constraint values (<= 0 satisfied; columns `constraint_names`) from the metrics and
-        `fits` (0: the configuration fits and has a price, 1: it does not)."""
+        `fits` (0: the configuration fits and has a price, 1: it does not); an SLO is checked on
+        `slo_latency["ttft@99"]` where given, else on its metric's column."""
         cols = [fits]
         if self.spec.constraints.slos:
             for s in self.workload.slos:
-                cols.append(np.nan_to_num(metrics[LATENCY_METRICS[s.metric]], nan=np.inf) - s.max_s)
+                value = (slo_latency or {}).get(f"{s.metric}@{s.percentile:g}", metrics[LATENCY_METRICS[s.metric]])
+                cols.append(np.nan_to_num(value, nan=np.inf) - s.max_s)
         if self.spec.constraints.max_gpus is not None:
             cols.append(metrics["total_gpus"] - self.spec.constraints.max_gpus)
         if self.spec.constraints.max_usd_per_hour is not None:
@@ -180,6 +248,18 @@ class AnalyticEvaluator:
 def _violated(names: list[str], values: np.ndarray) -> str:
     bad = [n for n, v in zip(names, values, strict=True) if v > 0]
     return ("violates " + ", ".join(bad)) if bad else ""
+
+
+def _trace_shape(path: str, n: int) -> tuple[LengthNodes, LengthNodes, float]:
+    """(input nodes, output nodes, inter-arrival cv) of the first `n` requests of a trace."""
+    from workloads.arrivals import read_trace
+
+    reqs = read_trace(path, limit=n)
+    return (
+        LengthNodes.empirical(reqs.input_tokens),
+        LengthNodes.empirical(reqs.output_tokens),
+        interarrival_cv(reqs.arrival_s),
+    )
 
 
 def _ownership_terms(spec: SweepSpec) -> OwnershipTerms:

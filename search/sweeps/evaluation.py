@@ -40,6 +40,8 @@ METRIC_COLUMNS = (
     "memory_per_gpu_bytes",
     "weight_bytes_per_gpu",
     "bound_code",
+    "utilization",  # each replica's arrival rate / its capacity (1: offline, full load)
+    "load_batch",  # time-average sequences decoding per replica under that load
 )
 
 

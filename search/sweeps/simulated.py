@@ -44,14 +44,6 @@ class SimulatorEvaluator(AnalyticEvaluator):
                 self.workload, sim.requests, rate_per_s=rate, process=sim.arrivals, cv=sim.cv, seed=seed
             )
         self.max_context = float(np.max(self.requests.input_tokens + self.requests.output_tokens)) + 1.0
-        self.latency_percentile = {m: self._percentile_for(m) for m in LATENCY_METRICS}
-
-    def _percentile_for(self, metric: str) -> float:
-        for o in self.spec.objectives:
-            if o.metric == metric:
-                return o.percentile
-        slo = self.workload.slo(metric)  # type: ignore[arg-type]
-        return slo.percentile if slo is not None else 50.0
 
     def _simulate_one(self, config_id: int, replicas: float) -> Any:
         from objectives.simulator import simulate_config

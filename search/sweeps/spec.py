@@ -7,7 +7,7 @@
     accelerators: [H100-SXM, MI300X]    # or "all"
     space: {tp: [1, 2, 4, 8], weights: [bf16, fp8], max_batch: [8, 32, 128]}
     objectives: [{metric: tpot, percentile: 99}, {metric: usd_per_million_output_tokens}]
-    constraints: {max_gpus: 64, max_usd_per_hour: 400}
+    constraints: {max_gpus: 64, max_usd_per_hour: 400, target_utilization: 0.8}
     pricing: {basis: cloud}
     evaluator: analytic                 # or simulator (tail latencies; see `simulation`)
     simulation: {requests: 2000, arrivals: poisson}
@@ -108,7 +108,7 @@ class Space(_Strict):
 
 class Objective(_Strict):
     """One objective: a metric, minimized (or maximized for throughput), at a percentile for
-    latencies (the analytic evaluator gives means; the simulator gives percentiles)."""
+    latencies (under the workload's arrival rate; offline workloads have steady-state means)."""
 
     metric: str
     percentile: float = Field(default=50.0, gt=0, le=100)
@@ -131,11 +131,14 @@ class Objective(_Strict):
 
 class Constraints(_Strict):
     """Feasibility limits beyond fitting in memory: the workload's SLOs (on by default), the
-    fleet size and the hourly budget."""
+    fleet size and the hourly budget; and the headroom replicas are sized with:
+    `target_utilization`, the largest share of each replica's capacity the workload's rate may
+    use (default: 0.8, lowered per configuration to what the SLO percentiles allow)."""
 
     slos: bool = True
     max_gpus: int | None = Field(default=None, ge=1)
     max_usd_per_hour: float | None = Field(default=None, gt=0)
+    target_utilization: float | None = Field(default=None, gt=0, le=1)
 
 
 class Pricing(_Strict):
