@@ -384,6 +384,7 @@ def latency_at_load(
     arrival_cv: np.ndarray | float = 1.0,
     metrics: Iterable[str] = ("ttft", "tpot", "e2e"),
     survival_at: Sequence[tuple[str, float]] = (),
+    pooled: np.ndarray | float = 1.0,
 ) -> QueueingLatency:
     """TTFT, TPOT and end-to-end latency at `percentiles` of each configuration of `table`
     serving `rate_per_s` requests/s per replica with inter-arrival coefficient of variation
@@ -392,12 +393,18 @@ def latency_at_load(
     others' dicts stay empty). `survival_at` [(metric, seconds), ...] adds P(metric > seconds)
     per configuration (`QueueingLatency.survival`, keyed by position; 1 when overloaded): a
     percentile p of the metric is within those seconds exactly when that probability is at
-    most 1 - p / 100, which checks an SLO without finding the percentile."""
+    most 1 - p / 100, which checks an SLO without finding the percentile. `pooled`: replicas
+    sharing a least-loaded dispatcher (`pool_size`), whose queues pool: a prompt waits only when
+    every replica of its pool is backlogged, so the waits for the prefill pipeline, the slots and
+    a burst that fills them are those of one queue with `pooled` times the servers, fed by the
+    pool's stream (cv^2 = arrival_cv^2 * pooled, undoing `replica_arrival_cv`'s smoothing)."""
     wanted = set(metrics)
     n_cfg = table.slots.shape[0]
     lam = np.broadcast_to(np.asarray(rate_per_s, dtype=np.float64), (n_cfg,)).copy()
     lam = np.maximum(lam, 0.0)
     ca2 = np.broadcast_to(np.asarray(arrival_cv, dtype=np.float64) ** 2, (n_cfg,)).copy()
+    pool = np.maximum(np.broadcast_to(np.asarray(pooled, dtype=np.float64), (n_cfg,)), 1.0)
+    ca2_pool = ca2 * pool  # the stream the pool's dispatcher splits
     xin, yout = table.inputs, table.outputs
     wx, wy = xin.weights, yout.weights
     ey = yout.mean
@@ -431,13 +438,19 @@ def latency_at_load(
 
     # waits before the first chunk (module docstring, 4.): (a) the prefill pipeline, a GI/G/1
     # queue of prompt tokens served in full chunk steps when backlogged (a prompt's work is
-    # x * token_s), or the slots, a GI/G/c queue of whole residences
+    # x * token_s), or the slots, a GI/G/c queue of whole residences. A pool of replicas waits
+    # with the probability of one GI/G/(pool) prefill queue and one GI/G/(pool * slots) slot
+    # queue (Sakasegawa: rho^(sqrt(2 (c + 1)) - 1), = rho for c = 1) and as long as that
+    # queue's backlog takes to clear, plus — having joined one replica (the least loaded), not
+    # the first free server of the pool — the residual of that replica's work in progress
     tau = _interp(table.token_s, u_n)
     eb = xin.mean * tau
     rho_p = lam * eb
     cb2 = max(xin.second_moment / xin.mean**2 - 1.0, 0.0)
-    theta_p = eb * (ca2 + cb2) / (2.0 * np.maximum(1.0 - rho_p, 1e-12))
-    wait_p = rho_p * theta_p
+    pi_p = np.clip(np.power(np.clip(rho_p, 0.0, 1.0), np.sqrt(2.0 * (pool + 1.0)) - 1.0), 0.0, 1.0)
+    theta_p = eb * (ca2_pool + cb2) / (2.0 * pool * np.maximum(1.0 - rho_p, 1e-12))
+    theta_p = theta_p + (1.0 - 1.0 / pool) * (1.0 + cb2) / 2.0 * eb
+    wait_p = pi_p * theta_p
     et0 = _expect(t0_q, wx)
     vt0 = np.maximum(_expect(t0_q**2, wx) - et0 * et0, 0.0)
     vy = max(yout.second_moment - ey * ey, 0.0)
@@ -457,21 +470,29 @@ def latency_at_load(
     u_up = np.clip((n + 1.0) / np.maximum(slots - 1.0, 1e-9), 0.0, 1.0)
     eps = np.clip((_interp(table.decode_s, u_up) - t_dec) * n / np.maximum(t_dec, 1e-300), 0.0, 0.9)
     peak = np.clip((ca2 + 1.0) / 2.0 / (gap * (1.0 - eps)) ** PEAKEDNESS_EXPONENT, 1.0, _MAX_PEAKEDNESS)
-    pi_s = np.clip(np.power(np.clip(rho_s, 0.0, 1.0), np.sqrt(2.0 * (slots + 1.0)) - 1.0), 0.0, 1.0)
-    theta_s = (ca2 + cs2) / 2.0 * t_slot / (slots * np.maximum(1.0 - rho_s, 1e-12))
-    occupancy = np.maximum(lam * t_slot, 1e-12)
+    servers = pool * slots  # the slots of the pool
+    pi_s = np.clip(np.power(np.clip(rho_s, 0.0, 1.0), np.sqrt(2.0 * (servers + 1.0)) - 1.0), 0.0, 1.0)
+    theta_s = (ca2_pool + cs2) / 2.0 * t_slot / (servers * np.maximum(1.0 - rho_s, 1e-12))
+    theta_s = theta_s + (1.0 - 1.0 / pool) * (1.0 + cs2) / 2.0 * t_slot / slots
+    # the pool's occupancy: its replicas' batches summed, driven by the pool's stream
+    occupancy = np.maximum(pool * lam * t_slot, 1e-12)
+    peak_pool = np.where(
+        pool > 1.0,
+        np.clip((ca2_pool + 1.0) / 2.0 / (gap * (1.0 - eps)) ** PEAKEDNESS_EXPONENT, 1.0, _MAX_PEAKEDNESS),
+        peak,
+    )
     # in KV-cache terms each sequence holds a variable number of tokens: add their cv^2
-    scale = peak + table.resident_cv2  # gamma occupancy: variance scale * mean, right-skewed
-    p_full = gamma_sf(slots, occupancy, scale * occupancy)
-    above = gamma_sf(slots, occupancy + scale, scale * (occupancy + scale))  # shape + 1
-    overflow = np.maximum(occupancy * above - slots * p_full, 0.0)  # E[(N - slots)+]
+    scale = peak_pool + table.resident_cv2  # gamma occupancy: variance scale * mean, right-skewed
+    p_full = gamma_sf(servers, occupancy, scale * occupancy)
+    above = gamma_sf(servers, occupancy + scale, scale * (occupancy + scale))  # shape + 1
+    overflow = np.maximum(occupancy * above - servers * p_full, 0.0)  # E[(N - slots)+]
     pi_b = np.where(p_full > 1e-9, np.clip(p_full, 0.0, 1.0), 0.0)
     excess = np.clip(overflow / np.maximum(p_full, 1e-300), 0.0, 3.0 * scale)  # E[N - slots | full]
-    theta_b = np.maximum(excess * t_slot / slots, 1e-12)
+    theta_b = np.maximum(excess * t_slot / servers, 1e-12)
     # the queue before a prompt: the prefill pipeline's, or the GI/G/c slots' where larger (few
     # slots: the slot's service then contains the prefill)
     slot_bound = pi_s * theta_s > wait_p
-    pi_q = np.where(slot_bound, pi_s, np.clip(rho_p, 0.0, 1.0))
+    pi_q = np.where(slot_bound, pi_s, pi_p)
     theta_q = np.maximum(np.where(slot_bound, theta_s, theta_p), 1e-12)
     over = over | (rho_p >= 1.0) | (rho_s >= 1.0)
     # (c) the step in progress: an arrival that finds steps running (probability `busy`) waits
@@ -597,18 +618,21 @@ def queueing_latency(
     *,
     percentiles: Iterable[float] = (50.0, 90.0, 99.0),
     arrival_cv: np.ndarray | float = 1.0,
+    pooled: np.ndarray | float = 1.0,
 ) -> QueueingLatency:
     """`latency_at_load` for configurations `b` (built in chunks of _CHUNK_CONFIGS): inputs and
     outputs are length distributions (anything `LengthNodes.of` takes); `rate_per_s` and
-    `arrival_cv` are one replica's (see `replica_arrival_cv` for a replica of a fleet)."""
+    `arrival_cv` are one replica's (see `replica_arrival_cv` for a replica of a fleet), `pooled`
+    the replicas sharing its least-loaded dispatcher (`pool_size`)."""
     pcts = tuple(float(p) for p in percentiles)
     lam = np.broadcast_to(np.asarray(rate_per_s, dtype=np.float64), (len(b),))
     cvs = np.broadcast_to(np.asarray(arrival_cv, dtype=np.float64), (len(b),))
+    pools = np.broadcast_to(np.asarray(pooled, dtype=np.float64), (len(b),))
     parts = []
     for start in range(0, len(b), _CHUNK_CONFIGS):
         rows = slice(start, min(len(b), start + _CHUNK_CONFIGS))
         table = ReplicaTable.build(b.take(rows), inputs, outputs)
-        parts.append(latency_at_load(table, lam[rows], percentiles=pcts, arrival_cv=cvs[rows]))
+        parts.append(latency_at_load(table, lam[rows], percentiles=pcts, arrival_cv=cvs[rows], pooled=pools[rows]))
     return _concat(parts)
 
 
@@ -649,6 +673,19 @@ def interarrival_cv(arrival_s: np.ndarray) -> float:
     gaps = np.diff(np.sort(np.asarray(arrival_s, dtype=np.float64)))
     mean = float(np.mean(gaps)) if gaps.size > 1 else 0.0
     return float(np.std(gaps) / mean) if mean > 0 else 1.0
+
+
+def pool_size(
+    replicas: np.ndarray | float, dispatch: Dispatch = DEFAULT_DISPATCH, group: float | None = None
+) -> np.ndarray:
+    """Replicas whose queues pool (`latency_at_load`'s `pooled`): with `least_loaded` dispatch a
+    request goes to the replica with the fewest outstanding, so it waits only when all of them
+    are busy — the whole fleet, or its groups of `group` (the simulator evaluator replays fleets
+    as groups of `simulation.max_replicas`); round robin and random dispatch pool nothing (1)."""
+    r = np.maximum(np.asarray(replicas, dtype=np.float64), 1.0)
+    if dispatch != "least_loaded":
+        return np.ones_like(r)
+    return np.minimum(r, max(float(group), 1.0)) if group is not None else r
 
 
 def replica_arrival_cv(
@@ -708,9 +745,14 @@ def max_utilization(
 
     def meets(tab: ReplicaTable, fleet: np.ndarray | None, u: np.ndarray) -> np.ndarray:
         per = u * tab.capacity_per_s
-        cv = arrival_cv if fleet is None else replica_arrival_cv(arrival_cv, fleet / per, dispatch, dispatch_group)
+        cv: np.ndarray | float = arrival_cv
+        pooled: np.ndarray | float = 1.0
+        if fleet is not None:
+            replicas = np.maximum(np.ceil(fleet / per - 1e-9), 1.0)
+            cv = replica_arrival_cv(arrival_cv, replicas, dispatch, dispatch_group)
+            pooled = pool_size(replicas, dispatch, dispatch_group)
         # each SLO by its survival at the target: P(latency > max_s) <= 1 - p / 100
-        lat = latency_at_load(tab, per, percentiles=(), arrival_cv=cv, metrics=(), survival_at=checks)
+        lat = latency_at_load(tab, per, percentiles=(), arrival_cv=cv, metrics=(), survival_at=checks, pooled=pooled)
         ok = ~lat.overloaded
         for k, (_, _, p) in enumerate(triples):
             ok &= lat.survival[k] <= 1.0 - p / 100.0 + _SURVIVAL_TOLERANCE
@@ -785,7 +827,8 @@ def size_replicas(
         replicas = np.maximum(np.ceil(rate[rows] / (u * cap) - 1e-9), 1.0)
         per = rate[rows] / replicas
         cv = replica_arrival_cv(arrival_cv, replicas, dispatch, dispatch_group)
-        lats.append(latency_at_load(table, per, percentiles=pcts, arrival_cv=cv))
+        pooled = pool_size(replicas, dispatch, dispatch_group)
+        lats.append(latency_at_load(table, per, percentiles=pcts, arrival_cv=cv, pooled=pooled))
         parts.append((replicas, per / cap, u, ok, per))
     cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
     return Headroom(

@@ -348,7 +348,13 @@ def _under_load(
         fleet = np.broadcast_to(np.asarray(replicas, dtype=np.float64), (n,))[rows]
         cv = queueing.replica_arrival_cv(arrival_cv, fleet, dispatch, dispatch_group)
         lat = queueing.queueing_latency(
-            sub, rate[rows] / fleet, inputs, outputs, percentiles=set(pct.values()), arrival_cv=cv
+            sub,
+            rate[rows] / fleet,
+            inputs,
+            outputs,
+            percentiles=set(pct.values()),
+            arrival_cv=cv,
+            pooled=queueing.pool_size(fleet, dispatch, dispatch_group),
         )
     else:
         room = queueing.size_replicas(

@@ -15,6 +15,7 @@ from objectives.queueing import (
     ReplicaTable,
     capacity_per_s,
     latency_at_load,
+    pool_size,
     queueing_latency,
     replica_arrival_cv,
     size_replicas,
@@ -187,7 +188,10 @@ def test_evaluate_under_load_and_unchanged_without_it():
     # fixed replicas: latencies at rate / replicas; a per-metric percentile
     fixed = evaluate(b, arrival_rate_per_s=20.0, replicas=np.full(3, 40.0), latency_percentile={"ttft": 90, "tpot": 50})
     smooth = replica_arrival_cv(1.0, 40.0, "least_loaded")  # the default dispatch: cv^2 = 1 / 40
-    lat = queueing_latency(b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(50.0, 90.0), arrival_cv=smooth)
+    pooled = pool_size(40.0, "least_loaded")  # ... and its 40 replicas' queues pool
+    lat = queueing_latency(
+        b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(50.0, 90.0), arrival_cv=smooth, pooled=pooled
+    )
     assert np.allclose(fixed.ttft_s, lat.at("ttft", 90.0)) and np.allclose(fixed.tpot_s, lat.at("tpot", 50.0))
     assert np.array_equal(fixed.replicas, np.full(3, 40.0))
     split = evaluate(b, arrival_rate_per_s=20.0, replicas=np.full(3, 40.0), latency_percentile=90, dispatch="random")
@@ -197,6 +201,8 @@ def test_evaluate_under_load_and_unchanged_without_it():
 
 def test_dispatch_smooths_each_replicas_arrivals():
     assert replica_arrival_cv(1.0, 7, "random") == pytest.approx(1.0)  # thinned Poisson is Poisson
+    assert pool_size(7, "least_loaded") == 7 and pool_size(7, "least_loaded", 4) == 4
+    assert pool_size(7, "round_robin") == 1 and pool_size(7, "random") == 1
     assert replica_arrival_cv(2.0, 4, "random") == pytest.approx(np.sqrt(1 + 3 / 4))
     assert replica_arrival_cv(1.0, 4, "round_robin") == pytest.approx(0.5)  # Erlang-4 gaps
     assert replica_arrival_cv(1.0, 0.3, "least_loaded") == pytest.approx(1.0)  # under one replica
@@ -210,3 +216,25 @@ def test_length_nodes_accept_numbers_pairs_and_distributions():
     n = LengthNodes.of((np.array([1.0, 3.0]), np.array([1.0, 3.0])))
     assert n.mean == pytest.approx(2.5) and n.weights.sum() == pytest.approx(1.0)
     assert LengthNodes.of(get_preset("chat").input_tokens).mean == pytest.approx(1024, rel=0.01)
+
+
+def test_least_loaded_replicas_pool_their_queues():
+    """Few slots per replica (batch cap 4): with least-loaded dispatch a prompt waits only when
+    every replica is busy, so 8 replicas wait far less than 8 separate queues would; the pooled
+    p99 TTFT follows the simulator's, the unpooled one is several times too slow."""
+    b, w = _batch(model="meta-llama/Llama-3.1-8B-Instruct", tp=1, batch=4)
+    rate, replicas = 8.0, 8
+    per = rate / replicas
+    cv = replica_arrival_cv(1.0, replicas, "least_loaded")
+    args = (b, per, w.input_tokens, w.output_tokens)
+    alone = queueing_latency(*args, percentiles=(99.0,), arrival_cv=cv)
+    pooled = queueing_latency(*args, percentiles=(99.0,), arrival_cv=cv, pooled=pool_size(replicas, "least_loaded"))
+    assert pooled.at("ttft", 99.0)[0] < 0.5 * alone.at("ttft", 99.0)[0]
+    # one replica pools nothing: the same as before
+    one = queueing_latency(*args, percentiles=(99.0,), pooled=1.0)
+    assert np.allclose(one.at("ttft", 99.0), queueing_latency(*args, percentiles=(99.0,)).at("ttft", 99.0))
+    reqs = sample_requests(w, 8000, rate_per_s=rate, seed=5)
+    res = simulate_config(b, reqs.arrival_s, reqs.input_tokens, reqs.output_tokens, replicas=replicas)
+    simulated = res.percentile("ttft", 99)
+    assert pooled.at("ttft", 99.0)[0] == pytest.approx(simulated, rel=0.35)
+    assert alone.at("ttft", 99.0)[0] > 2.0 * simulated
