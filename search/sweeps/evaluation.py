@@ -40,6 +40,8 @@ METRIC_COLUMNS = (
     "memory_per_gpu_bytes",
     "weight_bytes_per_gpu",
     "bound_code",
+    "usd_per_request",
+    "usd_per_million_total_tokens",
 )
 
 

@@ -37,6 +37,8 @@ LATENCY_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
 OBJECTIVE_METRICS = {
     **LATENCY_METRICS,
     "usd_per_million_output_tokens": "usd_per_million_output_tokens",
+    "usd_per_request": "usd_per_request",
+    "usd_per_million_total_tokens": "usd_per_million_total_tokens",
     "usd_per_hour": "usd_per_hour",
     "energy_j_per_output_token": "energy_j_per_output_token",
     "gpus": "total_gpus",
