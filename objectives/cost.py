@@ -7,6 +7,12 @@ per GPU-hour,
   + tdp_w / 1000 * pue * usd_per_kwh                       power (at TDP, an upper bound)
   + tdp_w / 1000 * pue * hosting_usd_per_kw_month * 12 / 8766   colocation space and cooling
 
+Per unit served (module functions, all of the tokens or requests actually served):
+
+    $/Mtok            = $/hour / (tokens/s * 3600) * 1e6
+    $/request         = $/hour / (output tokens/s / osl * 3600)
+    $/Mtok in + out   = $/hour / (output tokens/s * (isl + osl) / osl * 3600) * 1e6
+
 Defaults and their sources live in data/pricing.yaml.
 """
 
@@ -56,6 +62,24 @@ def usd_per_million_tokens(usd_per_hour: np.ndarray, tokens_per_s: np.ndarray) -
     rate = np.asarray(tokens_per_s, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(rate > 0, usd_per_hour / (rate * 3600.0) * 1e6, np.inf)
+
+
+def usd_per_request(usd_per_hour: np.ndarray, output_tokens_per_s: np.ndarray, osl: np.ndarray | float) -> np.ndarray:
+    """Dollars per request served: $/hour / (requests/s * 3600 s/h), with requests/s = output
+    tokens/s served / osl (output tokens per request); inf where the rate is 0."""
+    requests_per_s = np.asarray(output_tokens_per_s, dtype=np.float64) / np.asarray(osl, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(requests_per_s > 0, usd_per_hour / (requests_per_s * 3600.0), np.inf)
+
+
+def usd_per_million_total_tokens(
+    usd_per_hour: np.ndarray, output_tokens_per_s: np.ndarray, isl: np.ndarray | float, osl: np.ndarray | float
+) -> np.ndarray:
+    """Dollars per million input + output tokens: each request served brings isl prompt tokens
+    with its osl output tokens, so total tokens/s = output tokens/s * (isl + osl) / osl."""
+    isl = np.asarray(isl, dtype=np.float64)
+    osl = np.asarray(osl, dtype=np.float64)
+    return usd_per_million_tokens(usd_per_hour, np.asarray(output_tokens_per_s, dtype=np.float64) * (isl + osl) / osl)
 
 
 def energy_j_per_token(gpus: np.ndarray, tdp_w: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 
 from objectives import queueing
 from objectives.batch import ConfigBatch
-from objectives.cost import energy_j_per_token, usd_per_million_tokens
+from objectives.cost import energy_j_per_token, usd_per_million_tokens, usd_per_million_total_tokens, usd_per_request
 from objectives.memory import kv_budget_bytes, max_batch_that_fits, memory_per_gpu_bytes, weight_bytes_per_gpu
 from objectives.timing import StepTime, decode_step_time_s, prefill_time_s
 
@@ -70,6 +70,8 @@ class ServingMetrics:
     bound_code: np.ndarray  # index into BOUNDS
     usd_per_hour: np.ndarray  # all replicas
     usd_per_million_output_tokens: np.ndarray
+    usd_per_request: np.ndarray  # of the requests served
+    usd_per_million_total_tokens: np.ndarray  # input + output tokens served
     energy_j_per_output_token: np.ndarray
     decode: StepTime
     prefill: StepTime
@@ -139,11 +141,14 @@ class SteadyState:
     replicas: np.ndarray
     usd_per_hour: np.ndarray  # all replicas
     usd_per_million_output_tokens: np.ndarray  # of the tokens served
+    usd_per_request: np.ndarray  # of the requests served (served output tokens/s / osl)
+    usd_per_million_total_tokens: np.ndarray  # of the input + output tokens served
     energy_j_per_output_token: np.ndarray
 
 
 def steady_state(
     *,
+    isl: np.ndarray | float,
     osl: np.ndarray | float,
     batch: np.ndarray,
     decode_step_s: np.ndarray,
@@ -160,7 +165,9 @@ def steady_state(
 
     Replicas: given (`replicas`), or ceil(rate * osl / tokens_per_s) with an arrival rate, or one.
     The fleet serves min(rate * osl, replicas * tokens_per_s) tokens/s (all it can without a
-    rate); $/hour is replicas * gpus * price and $ per million tokens is of the tokens served."""
+    rate); $/hour is replicas * gpus * price, and $ per million output tokens, $ per request
+    (served output tokens/s / osl) and $ per million input + output tokens are of what is
+    served (`objectives.cost`)."""
     cycle = osl * decode_step_s + prefill_all_s
     tpot = cycle / osl
     tokens_per_s = batch * osl / cycle
@@ -183,6 +190,8 @@ def steady_state(
         replicas=replicas,
         usd_per_hour=usd_per_hour,
         usd_per_million_output_tokens=usd_per_million_tokens(usd_per_hour, served),
+        usd_per_request=usd_per_request(usd_per_hour, served, osl),
+        usd_per_million_total_tokens=usd_per_million_total_tokens(usd_per_hour, served, isl, osl),
         energy_j_per_output_token=energy_j_per_token(gpus, tdp_w, tokens_per_s),
     )
 
@@ -241,6 +250,7 @@ def evaluate(
 
     def steady(fleet: np.ndarray | None) -> SteadyState:
         return steady_state(
+            isl=isl,
             osl=osl,
             batch=batch,
             decode_step_s=decode.total_s,
@@ -304,6 +314,8 @@ def evaluate(
         bound_code=_bound(decode, prefill_all, osl, capacity),
         usd_per_hour=st.usd_per_hour,
         usd_per_million_output_tokens=st.usd_per_million_output_tokens * nan,
+        usd_per_request=st.usd_per_request * nan,
+        usd_per_million_total_tokens=st.usd_per_million_total_tokens * nan,
         energy_j_per_output_token=st.energy_j_per_output_token * nan,
         decode=decode,
         prefill=ttft,

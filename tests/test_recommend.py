@@ -31,7 +31,7 @@ from search.outputs import (
     sweep_context,
 )
 from search.store import Store
-from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SearchSpace, pareto_mask, parse_spec
+from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SearchSpace, SpecError, pareto_mask, parse_spec
 
 SPEC = {
     "name": "rec",
@@ -142,7 +142,11 @@ def test_recommendations_match_a_brute_force_ranking(small):
     cands = [r for r, _ in _brute(ctx, rows)]
     assert a["candidates"] == len(cands) > 0
     cheapest = min(cands, key=lambda r: (r["usd_per_million_output_tokens"], r["tpot_s"], r["id"]))
-    fastest = min(cands, key=lambda r: (r["tpot_s"], r["usd_per_million_output_tokens"], r["id"]))
+    # fastest: the cheapest within the tolerance (default 5%) of the lowest TPOT
+    quickest = min(r["tpot_s"] for r in cands)
+    near = [r for r in cands if r["tpot_s"] <= (1 + ctx.fastest_tolerance) * quickest]
+    assert ctx.fastest_tolerance == 0.05
+    fastest = min(near, key=lambda r: (r["usd_per_million_output_tokens"], r["tpot_s"], r["id"]))
     assert recs["cheapest"]["id"] == cheapest["id"]
     assert recs["fastest"]["id"] == fastest["id"]
     # the knee is on the candidates' front, and the front is what pareto_mask says
@@ -272,6 +276,80 @@ def test_a_30_percent_price_move_flips_a_close_call():
     per = {p["accelerator"]: p for p in a["per_accelerator"]}
     assert per["H100-SXM"]["price_change_to_be_cheapest_pct"] == 0.0
     assert per["A100-SXM-80GB"]["price_change_to_be_cheapest_pct"] == pytest.approx(-100 / 6)
+
+
+def _record(data: dict) -> dict:
+    """A sweep record for hand-made rows (nothing evaluated)."""
+    spec = parse_spec(data)
+    return {"name": spec.name, "spec": spec.model_dump(mode="json")}
+
+
+def _fleet_rows() -> list[dict]:
+    """Three H100 candidates: 0 is 2% faster than 1 on a 15x larger fleet; 2 is cheapest but 50% slower."""
+    rows = _synthetic_rows({"H100-SXM": 1.0, "A100-SXM-80GB": 1.0, "MI300X": 1.0})
+    for r, (tpot, gpus, cost) in zip(rows, [(0.0196, 30, 15.0), (0.0200, 2, 1.0), (0.0300, 1, 0.5)], strict=True):
+        r.update(accelerator="H100-SXM", tpot_s=tpot, total_gpus=float(gpus), replicas=float(gpus))
+        r.update(usd_per_hour=10.0 * gpus, usd_per_million_output_tokens=cost)
+    return rows
+
+
+def test_fastest_is_the_cheapest_within_the_tolerance_of_the_fastest_latency():
+    rows = _fleet_rows()
+    ctx = sweep_context(_record(_spec_dict()))
+    assert ctx.fastest_tolerance == 0.05  # the default
+    recs = recommendations(ctx, rows)
+    fastest = recs["fastest"]
+    assert fastest["id"] == 1  # 2% slower than id 0 on a fleet of 2 GPUs, not 30
+    assert recs["cheapest"]["id"] == 2  # outside the 5% window of the fastest pick
+    assert "Within 5% of the fastest TPOT (19.6 ms)" in fastest["reason"] and "the cheapest" in fastest["reason"]
+    assert "30× H100-SXM" in fastest["reason"] and "15× the $/hour" in fastest["reason"]
+    from search.outputs.report_sections import _fastest_method
+
+    assert "within 5% of the fastest latency, the cheapest" in _fastest_method(ctx)
+    a = analyze(ctx, rows)
+    assert a["fastest_tolerance"] == 0.05 and "within 5% of the fastest" in a["fastest_definition"]
+    assert a["cost_metric"] == "usd_per_million_output_tokens"
+
+
+def test_fastest_tolerance_zero_is_the_lowest_latency():
+    rows = _fleet_rows()
+    ctx = sweep_context(_record(_spec_dict(report={"fastest_tolerance": 0.0})))
+    fastest = recommendations(ctx, rows)["fastest"]
+    assert fastest["id"] == 0
+    assert fastest["reason"].startswith("Lowest TPOT among")
+    # a wide tolerance reaches the 50% slower point
+    wide = sweep_context(_record(_spec_dict(report={"fastest_tolerance": 0.6})))
+    assert recommendations(wide, rows)["fastest"]["id"] == 2
+
+
+def test_fastest_tolerance_ties_go_to_the_lower_latency_then_the_id():
+    rows = _fleet_rows()
+    rows[0]["usd_per_million_output_tokens"] = 1.0  # as cheap as id 1 and faster
+    ctx = sweep_context(_record(_spec_dict()))
+    assert recommendations(ctx, rows)["fastest"]["id"] == 0
+    rows[0]["tpot_s"] = 0.0200
+    assert recommendations(ctx, rows)["fastest"]["id"] == 0  # same cost, same latency: the lower id
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.0, 2.0])
+def test_fastest_tolerance_is_validated(bad):
+    with pytest.raises(SpecError, match=r"report\.fastest_tolerance"):
+        parse_spec(_spec_dict(report={"fastest_tolerance": bad}))
+
+
+def test_cost_axis_follows_a_cost_objective():
+    rows = _fleet_rows()
+    for r, per_request in zip(rows, [0.02, 0.0013, 0.009], strict=True):
+        r["usd_per_request"] = per_request
+    data = _spec_dict(objectives=[{"metric": "tpot"}, {"metric": "usd_per_request"}])
+    ctx = sweep_context(_record(data))
+    assert ctx.cost_column == "usd_per_request"
+    recs = recommendations(ctx, rows)
+    assert recs["cheapest"]["id"] == 1  # by $/request, not by $/Mtok output (id 2)
+    assert "Lowest $ per request" in recs["cheapest"]["reason"] and "$0.0013/request" in recs["cheapest"]["reason"]
+    assert recs["cheapest"]["cost_metric"] == "usd_per_request"
+    # default: $ per million output tokens
+    assert sweep_context(_record(_spec_dict())).cost_column == "usd_per_million_output_tokens"
 
 
 # ------------------------------------------------------------------------------ rent vs own

@@ -111,6 +111,32 @@ def test_report_holds_every_section(sweep):
     assert "Uptime Institute" in text  # the ownership terms carry their sources
 
 
+def test_report_of_a_per_request_sweep_uses_its_cost_axis(tmp_path):
+    """A sweep whose cost objective is $ per request: the figure, the picks and the method say
+    so, and the method states the fastest pick's tolerance (guided, in process: no Ray)."""
+    data = {
+        **SPEC,
+        "name": "per-request",
+        "space": {**SPEC["space"], "weights": ["fp8"], "kv_cache": ["fp8"], "chunked_prefill": [8192]},
+        "objectives": [{"metric": "tpot"}, {"metric": "usd_per_request"}],
+        "sampler": "tpe",
+        "budget": {"trials": 12},
+        "report": {"fastest_tolerance": 0.1},
+    }
+    url = f"sqlite:///{tmp_path / 'servesweep.db'}"
+    store = Store(url)
+    name = start_sweep(store, parse_spec(data), yaml.safe_dump(data), None, workers=1)
+    run_sweep(store, name, workers=1, local=True)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", name, "-o", str(out), "--storage", url])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "TPOT against $ per request" in text  # the Pareto figure's title
+    assert "within 10% of the fastest latency, the cheapest ($ per request" in text
+    assert "<th>$/request</th>" in text or "$/request</th>" in text
+    assert "Lowest $ per request" in text
+
+
 def test_report_of_an_unknown_sweep_fails_cleanly(sweep, tmp_path):
     store, _, _, _ = sweep
     result = CliRunner().invoke(app, ["report", "nope", "-o", str(tmp_path / "x.html"), "--storage", store.url])

@@ -175,6 +175,35 @@ def test_guided_sweep_stores_trials_for_the_dashboard(tmp_path, local_ray):
     assert len(keys) == len(set(keys)) == len({t.user_attrs["config_key"] for t in trials})
 
 
+def test_sweep_with_a_usd_per_request_objective(tmp_path):
+    """A cost-per-request objective end to end: evaluated, stored in SQLite, on the front, and the
+    recommendations' cost axis (in process: `local` guided trials, no Ray)."""
+    from search.outputs import for_store, front_rows
+
+    space = {"tp": [1, 2], "weights": ["fp8"], "kv_cache": ["fp8"], "max_batch": [4, 16, 64]}
+    objectives = [{"metric": "tpot"}, {"metric": "usd_per_request"}]
+    spec, text = _spec(workload="rag", space=space, objectives=objectives, sampler="tpe", budget={"trials": 10})
+    store = Store(f"sqlite:///{tmp_path}/cost.db")
+    name = start_sweep(store, spec, text, "per-request", workers=1)
+    summary = run_sweep(store, name, workers=1, local=True)
+    assert summary["evaluated"] == 10
+    evaluations = store.get_evaluations(name)
+    feasible = [e for e in evaluations if e["feasible"]]
+    assert feasible
+    for e in feasible:
+        m = e["metrics"]
+        assert e["objectives"][1] == pytest.approx(m["usd_per_request"])
+        assert m["usd_per_request"] == pytest.approx(m["usd_per_hour"] / (5.0 * 3600))  # rag: 5 requests/s
+        total = m["usd_per_million_output_tokens"] * 256 / (8192 + 256)  # rag: 8192 in, 256 out
+        assert m["usd_per_million_total_tokens"] == pytest.approx(total)
+    _, front = front_rows(store, name)
+    assert front and all(r["objective_usd_per_request"] == pytest.approx(r["usd_per_request"]) for r in front)
+    cheapest = for_store(store, name)["recommendations"]["cheapest"]
+    best = min(feasible, key=lambda e: (e["metrics"]["usd_per_request"], e["metrics"]["tpot_s"], e["config"]["id"]))
+    assert cheapest["id"] == best["config"]["id"] and cheapest["cost_metric"] == "usd_per_request"
+    assert "$ per request" in cheapest["reason"]
+
+
 @pytest.mark.parametrize("sampler", ["nsga2", "gp"])
 def test_other_samplers_run(tmp_path, local_ray, sampler):
     spec, text = _spec(sampler=sampler, budget={"trials": 12})

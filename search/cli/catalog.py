@@ -229,6 +229,11 @@ def _print_estimate(r: dict) -> None:
             f"${r['usd_per_hour']:.2f}/h for {r['replicas']} replica(s), "
             f"${r['usd_per_million_output_tokens']:.3f} per million output tokens",
         )
+        s.add_row(
+            "cost per request / per total token",
+            f"${r['usd_per_request']:.3g} per request, "
+            f"${r['usd_per_million_total_tokens']:.3f} per million input + output tokens",
+        )
         console.print(s)
         say(
             f"decode step bound: {r['decode_bound']}; prefill bound: {r['prefill_bound']}; "

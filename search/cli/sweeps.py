@@ -325,6 +325,8 @@ _FRONT_HEADERS = {
     "total_gpus": "GPUs",
     "usd_per_hour": "$/h",
     "objective_usd_per_million_output_tokens": "$/Mtok",
+    "objective_usd_per_request": "$/request",
+    "objective_usd_per_million_total_tokens": "$/Mtok in+out",
     "objective_usd_per_hour": "$/h",
     "objective_energy_j_per_output_token": "J/token",
     "objective_gpus": "GPUs",
@@ -339,6 +341,8 @@ def _front_column(column: str, percentile: float | None) -> tuple[str, Any]:
         return f"{_LATENCY[metric]} p{percentile or 50:g} (ms)", lambda v: "-" if v is None else f"{v * 1e3:,.1f}"
     if column in ("usd_per_hour", "objective_usd_per_hour", "objective_usd_per_million_output_tokens"):
         return _FRONT_HEADERS[column], lambda v: "-" if v is None else f"{v:,.3f}"
+    if column in ("objective_usd_per_request", "objective_usd_per_million_total_tokens"):
+        return _FRONT_HEADERS[column], lambda v: "-" if v is None else f"{v:,.3g}"  # cents per request
     return _FRONT_HEADERS.get(column, column), _fmt
 
 

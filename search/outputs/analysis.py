@@ -24,6 +24,12 @@ def analyze(ctx: SweepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "sweep": ctx.name,
         "latency_metric": ctx.latency_metric,
+        "cost_metric": ctx.cost_metric,
+        "fastest_tolerance": ctx.fastest_tolerance,
+        "fastest_definition": (
+            f"within the hourly budget, the cheapest candidate within {ctx.fastest_tolerance * 100:g}% of the "
+            "fastest candidate's latency (report.fastest_tolerance)"
+        ),
         "knee_definition": (
             "front point farthest from the line joining the front's fastest and cheapest points, "
             "each objective log-transformed and min-max normalized over the front"

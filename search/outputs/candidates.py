@@ -8,13 +8,17 @@ A stored row is a candidate when it passes every constraint of the spec (fits, m
 rate it must serve, the hourly budget `constraints.max_usd_per_hour`) and meets every SLO of the
 workload (checked on its metrics, so also when the spec turned SLO constraints off), with a
 finite latency and cost. Latency is the spec's first latency objective (TPOT by default); cost is
-$ per million output tokens.
+the spec's first cost objective among `COST_METRICS` — $ per million output tokens by default,
+or $ per request, or $ per million input + output tokens — written $/Mtok below.
 
 The picks:
 
 * cheapest — the candidate with the lowest $/Mtok (ties: lower latency);
-* fastest — the candidate with the lowest latency within the hourly budget (ties: lower
-  $/Mtok); without `max_usd_per_hour` the budget is unbounded;
+* fastest — within the hourly budget, the cheapest candidate whose latency is at most
+  (1 + t) x the fastest candidate's, t = the spec's `report.fastest_tolerance` (default 0.05;
+  ties: lower latency, then id), so a 2% faster point does not win on a 15x larger fleet; with
+  t = 0 it is the lowest-latency candidate (ties: lower $/Mtok). Without `max_usd_per_hour`
+  the budget is unbounded;
 * knee — the point of the candidates' (latency, $/Mtok) Pareto front farthest from the straight
   line joining the front's two extremes (its fastest and its cheapest point), after each
   objective is log-transformed and min-max normalized over the front. In those coordinates the
@@ -50,7 +54,13 @@ TITLES = {
     "knee": "Knee of the front",
 }
 CONFIG_FIELDS = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill", "replicas")
-COST = "usd_per_million_output_tokens"
+COST = "usd_per_million_output_tokens"  # the default cost axis
+# Cost objectives that can be the report's cost axis: (short unit, words)
+COST_METRICS = {
+    "usd_per_million_output_tokens": ("/Mtok", "$ per million output tokens"),
+    "usd_per_request": ("/request", "$ per request"),
+    "usd_per_million_total_tokens": ("/Mtok in+out", "$ per million input + output tokens"),
+}
 SENSITIVITY_FACTORS = (0.7, 1.3)
 HOURS_PER_MONTH = HOURS_PER_YEAR / 12.0
 YEARS_COMPARED = 3.0
@@ -75,10 +85,29 @@ class SweepContext:
     latency_metric: str  # "tpot", "ttft" or "e2e"
     budget_usd_per_hour: float | None
     evaluator: AnalyticEvaluator = field(repr=False)
+    cost_metric: str = COST  # a key of COST_METRICS: the cost axis of the picks
+    fastest_tolerance: float = 0.05  # spec.report.fastest_tolerance
 
     @property
     def latency_column(self) -> str:
         return LATENCY_METRICS[self.latency_metric]
+
+    @property
+    def cost_column(self) -> str:
+        return self.cost_metric
+
+    @property
+    def cost_unit(self) -> str:
+        """'/Mtok', '/request' or '/Mtok in+out' (after a dollar amount)."""
+        return COST_METRICS[self.cost_metric][0]
+
+    @property
+    def cost_words(self) -> str:
+        return COST_METRICS[self.cost_metric][1]
+
+    def fmt_cost(self, value: float) -> str:
+        """A value of the cost axis with its unit: '$0.123/Mtok', '$0.00456/request'."""
+        return f"${value:.3g}{self.cost_unit}"
 
 
 def sweep_context(record: dict[str, Any]) -> SweepContext:
@@ -89,6 +118,7 @@ def sweep_context(record: dict[str, Any]) -> SweepContext:
     except (ValidationError, ValueError) as exc:  # e.g. a price_file that is gone
         raise ValueError(f"cannot rebuild the spec of sweep {record.get('name')!r}: {exc}") from None
     latency = next((o.metric for o in spec.objectives if o.metric in LATENCY_METRICS), "tpot")
+    cost = next((o.metric for o in spec.objectives if o.metric in COST_METRICS), COST)
     table = (record.get("price_table") or {}).get("usd_per_gpu_hour") or {}
     prices = {g: float(table[g]) if table.get(g) is not None else ev.price_per_gpu_hour(g) for g in spec.accelerators}
     return SweepContext(
@@ -102,6 +132,8 @@ def sweep_context(record: dict[str, Any]) -> SweepContext:
         latency_metric=latency,
         budget_usd_per_hour=spec.constraints.max_usd_per_hour,
         evaluator=ev,
+        cost_metric=cost,
+        fastest_tolerance=spec.report.fastest_tolerance,
     )
 
 
@@ -170,7 +202,7 @@ def _slo_constraint(rows: list[dict[str, Any]], name: str) -> np.ndarray:
 
 def _table(ctx: SweepContext, rows: list[dict[str, Any]]) -> _Table:
     latency = _col(rows, ctx.latency_column)
-    cost = _col(rows, COST)
+    cost = _col(rows, ctx.cost_column)
     slo_ok = np.ones(len(rows), dtype=bool)
     violations: list[set[str]] = [set() for _ in rows]
     for s in ctx.workload.slos:
@@ -267,11 +299,22 @@ def _pick_cheapest(t: _Table, mask: np.ndarray, cost: np.ndarray) -> int | None:
     return int(idx[np.lexsort((t.ids[idx], t.latency[idx], cost[idx]))[0]])
 
 
-def _pick_fastest(t: _Table, mask: np.ndarray, cost: np.ndarray) -> int | None:
+def _near_fastest(t: _Table, mask: np.ndarray, tolerance: float) -> np.ndarray:
+    """Row indices of the candidates in `mask` whose latency is at most (1 + tolerance) x the
+    lowest latency among them."""
     idx = np.flatnonzero(mask)
     if idx.size == 0:
+        return idx
+    return idx[t.latency[idx] <= (1.0 + tolerance) * t.latency[idx].min()]
+
+
+def _pick_fastest(t: _Table, mask: np.ndarray, cost: np.ndarray, tolerance: float = 0.0) -> int | None:
+    """The cheapest candidate within `tolerance` of the fastest candidate's latency (ties: lower
+    latency, then id); tolerance 0: the fastest (ties: cheaper, then id)."""
+    near = _near_fastest(t, mask, tolerance)
+    if near.size == 0:
         return None
-    return int(idx[np.lexsort((t.ids[idx], cost[idx], t.latency[idx]))[0]])
+    return int(near[np.lexsort((t.ids[near], t.latency[near], cost[near]))[0]])
 
 
 def _front(t: _Table, mask: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -291,7 +334,7 @@ def _picks(ctx: SweepContext, t: _Table, scale: np.ndarray) -> dict[str, int | N
     knee = None if front.size == 0 else int(front[knee_index(t.latency[front], cost[front])])
     return {
         "cheapest": _pick_cheapest(t, mask, cost),
-        "fastest": _pick_fastest(t, mask, cost),
+        "fastest": _pick_fastest(t, mask, cost, ctx.fastest_tolerance),
         "knee": knee,
     }
 

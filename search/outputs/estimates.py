@@ -205,6 +205,8 @@ def estimate(
         "replicas": int(row["replicas"]),
         "usd_per_hour": row["usd_per_hour"],
         "usd_per_million_output_tokens": row["usd_per_million_output_tokens"],
+        "usd_per_request": row["usd_per_request"],
+        "usd_per_million_total_tokens": row["usd_per_million_total_tokens"],
         "energy_j_per_output_token": row["energy_j_per_output_token"],
         "pricing": pricing,
         "memory_per_gpu_gb": row["memory_per_gpu_bytes"] / GB,

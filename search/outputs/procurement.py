@@ -88,7 +88,7 @@ def per_accelerator_best(ctx: SweepContext, rows: list[dict[str, Any]]) -> list[
         mine = t.acc == gpu
         cand = mask & mine
         best = _pick_cheapest(t, cand, t.cost)
-        fastest = _pick_fastest(t, cand, t.cost)
+        fastest = _pick_fastest(t, cand, t.cost, ctx.fastest_tolerance)
         entry: dict[str, Any] = {
             "accelerator": gpu,
             "usd_per_gpu_hour": ctx.prices.get(gpu),

@@ -17,6 +17,7 @@ from search.outputs.candidates import (
     BUDGET_CONSTRAINT,
     CONFIG_FIELDS,
     COST,
+    COST_METRICS,
     GB,
     KINDS,
     SENSITIVITY_FACTORS,
@@ -61,7 +62,8 @@ def _summary(ctx: SweepContext, t: _Table, i: int, scale: np.ndarray | None = No
         "accelerator": r["accelerator"],
         "total_gpus": _num(r.get("total_gpus")),
         ctx.latency_column: _num(r.get(ctx.latency_column)),
-        COST: _num(t.cost[i] * s),
+        # every cost scales linearly with the GPU price
+        **{k: _num(None if r.get(k) is None else float(r[k]) * s) for k in COST_METRICS},
         "usd_per_hour": _num(t.usd_h[i] * s),
     }
 
@@ -97,6 +99,9 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "chunked_prefill": r.get("chunked_prefill"),
         "usd_per_hour": _num(r.get("usd_per_hour")),
         COST: _num(r.get(COST)),
+        "usd_per_request": _num(r.get("usd_per_request")),
+        "usd_per_million_total_tokens": _num(r.get("usd_per_million_total_tokens")),
+        "cost_metric": ctx.cost_metric,
         "ttft_s": _num(r.get("ttft_s")),
         "tpot_s": _num(r.get("tpot_s")),
         "e2e_s": _num(r.get("e2e_s")),
@@ -151,8 +156,11 @@ def _constraint_words(ctx: SweepContext, name: str, row: dict[str, Any]) -> str:
     return name
 
 
-def _binding(ctx: SweepContext, t: _Table, best: int, objective: np.ndarray, what: str) -> list[str]:
-    """Constraints that, relaxed alone, would admit a row better in `objective` than `best`."""
+def _binding(
+    ctx: SweepContext, t: _Table, best: int, objective: np.ndarray, what: str, below: float | None = None
+) -> list[str]:
+    """Constraints that, relaxed alone, would admit a row better in `objective` than `best`
+    (than `below`, when given: for the fastest pick, a latency that moves its tolerance window)."""
     out = []
     finite = np.isfinite(t.latency) & np.isfinite(t.cost)
     budget_ok = _budget_ok(ctx, t.usd_h)
@@ -164,14 +172,15 @@ def _binding(ctx: SweepContext, t: _Table, best: int, objective: np.ndarray, wha
             only = t.other_ok & t.slo_ok & ~budget_ok
         else:
             only = np.array([v == {name} for v in t.violations]) & budget_ok
-        better = np.flatnonzero(only & finite & (objective < objective[best]))
+        limit = objective[best] if below is None else below
+        better = np.flatnonzero(only & finite & (objective < limit))
         if better.size == 0:
             continue
         j = int(better[np.argmin(objective[better])])
         r = t.rows[j]
         gain = _pct(objective[j], objective[best])
         value = (
-            f"${t.cost[j]:.3g}/Mtok"
+            ctx.fmt_cost(float(t.cost[j]))
             if what == "cost"
             else _fmt_latency(ctx, float(t.latency[j])) + " " + ctx.latency_metric.upper()
         )
@@ -189,48 +198,58 @@ def _runner_up_other_gpu(ctx: SweepContext, t: _Table, mask: np.ndarray, best: i
         drop = 1.0 - t.cost[best] / t.cost[j]
         rise = t.cost[j] / t.cost[best] - 1.0
         return (
-            f"The best on another GPU is {label(t.rows[j])} at ${t.cost[j]:.3g}/Mtok "
+            f"The best on another GPU is {label(t.rows[j])} at {ctx.fmt_cost(float(t.cost[j]))} "
             f"({_pct(t.cost[j], t.cost[best])}); "
             f"it would win if {t.acc[j]}'s price fell {drop * 100:.0f}% or {t.acc[best]}'s rose {rise * 100:.0f}%."
         )
-    j = _pick_fastest(t, others, t.cost)
+    j = _pick_fastest(t, others, t.cost, ctx.fastest_tolerance)
     if j is None:
         return None
+    rule = f" (the cheapest within {_tol(ctx)} of its fastest)" if ctx.fastest_tolerance > 0 else ""
     return (
-        f"The fastest on another GPU is {label(t.rows[j])}: "
+        f"The fastest on another GPU{rule} is {label(t.rows[j])}: "
         f"{_fmt_latency(ctx, float(t.latency[j]))} {ctx.latency_metric.upper()} "
         f"({_pct(t.latency[j], t.latency[best])}) "
-        f"at ${t.cost[j]:.3g}/Mtok."
+        f"at {ctx.fmt_cost(float(t.cost[j]))}."
     )
+
+
+def _tol(ctx: SweepContext) -> str:
+    """The fastest pick's latency tolerance in percent ('5%')."""
+    return f"{ctx.fastest_tolerance * 100:g}%"
 
 
 def _knee_neighbours(ctx: SweepContext, t: _Table, front: np.ndarray, best: int) -> list[str]:
     pos = int(np.flatnonzero(front == best)[0])
     out = []
     lat = ctx.latency_metric.upper()
+    per = "per request" if ctx.cost_metric == "usd_per_request" else "per token"
     if pos + 1 < front.size:
         j = int(front[pos + 1])
         out.append(
             f"One step cheaper on the front, {label(t.rows[j])} costs {_pct(t.cost[j], t.cost[best])} "
-            f"per token for {_pct(t.latency[j], t.latency[best])} {lat}."
+            f"{per} for {_pct(t.latency[j], t.latency[best])} {lat}."
         )
     if pos > 0:
         j = int(front[pos - 1])
         out.append(
             f"One step faster, {label(t.rows[j])} cuts {lat} {_pct(t.latency[j], t.latency[best])} "
-            f"for {_pct(t.cost[j], t.cost[best])} per token."
+            f"for {_pct(t.cost[j], t.cost[best])} {per}."
         )
     return out
 
 
-def _reason(ctx: SweepContext, t: _Table, kind: str, i: int, n_candidates: int, front_size: int) -> str:
+def _reason(
+    ctx: SweepContext, t: _Table, kind: str, i: int, n_candidates: int, front_size: int, quickest: int | None = None
+) -> str:
+    """Why row `i` is the `kind` pick; `quickest`: the lowest-latency candidate (for "fastest")."""
     lat = ctx.latency_metric.upper()
     slos = ", ".join(f"{s.metric.upper()} ≤ {_fmt_latency(ctx, s.max_s)}" for s in ctx.workload.slos)
     meets = f"meet every SLO ({slos})" if slos else "pass every constraint (the workload has no SLOs)"
     if kind == "cheapest":
         return (
-            f"Lowest $ per million output tokens of the {n_candidates} stored configurations that {meets}: "
-            f"${t.cost[i]:.3g}/Mtok at {_fmt_latency(ctx, float(t.latency[i]))} {lat}."
+            f"Lowest {ctx.cost_words} of the {n_candidates} stored configurations that {meets}: "
+            f"{ctx.fmt_cost(float(t.cost[i]))} at {_fmt_latency(ctx, float(t.latency[i]))} {lat}."
         )
     if kind == "fastest":
         budget = (
@@ -238,12 +257,23 @@ def _reason(ctx: SweepContext, t: _Table, kind: str, i: int, n_candidates: int, 
             if ctx.budget_usd_per_hour is not None
             else "with no budget limit (the spec sets no constraints.max_usd_per_hour)"
         )
-        return (
-            f"Lowest {lat} among the configurations that {meets}, {budget}: "
-            f"{_fmt_latency(ctx, float(t.latency[i]))} at ${t.usd_h[i]:,.2f}/h."
+        here = f"{_fmt_latency(ctx, float(t.latency[i]))} at ${t.usd_h[i]:,.2f}/h ({ctx.fmt_cost(float(t.cost[i]))})"
+        if ctx.fastest_tolerance == 0 or quickest is None:
+            return f"Lowest {lat} among the configurations that {meets}, {budget}: {here}."
+        text = (
+            f"Within {_tol(ctx)} of the fastest {lat} ({_fmt_latency(ctx, float(t.latency[quickest]))}) among the "
+            f"configurations that {meets}, {budget}, the cheapest: {here}."
         )
+        if quickest != i:
+            text += (
+                f" The fastest, {label(t.rows[quickest])}, is {_pct(t.latency[quickest], t.latency[i])} in {lat} "
+                f"at {t.usd_h[quickest] / t.usd_h[i]:.3g}× the $/hour "
+                f"({ctx.fmt_cost(float(t.cost[quickest]))}; report.fastest_tolerance sets the {_tol(ctx)})."
+            )
+        return text
     return (
-        f"The best trade-off on the {front_size}-point front of {lat} against $/Mtok: farthest from the line "
+        f"The best trade-off on the {front_size}-point front of {lat} against {ctx.cost_words}: "
+        f"farthest from the line "
         f"joining its fastest and cheapest points (log-normalized), so moving either way costs more "
         f"in percent than it saves."
     )
@@ -270,14 +300,16 @@ def recommendations(
             out[kind] = None
             continue
         rec = {"kind": kind, "title": TITLES[kind], **_describe(ctx, t, i)}
-        rec["reason"] = _reason(ctx, t, kind, i, int(mask.sum()), int(front.size))
+        quickest = _pick_fastest(t, mask, t.cost) if kind == "fastest" else None
+        rec["reason"] = _reason(ctx, t, kind, i, int(mask.sum()), int(front.size), quickest)
         changes: list[str] = []
         if kind == "cheapest":
             changes += _binding(ctx, t, i, t.cost, "cost")
             other = _runner_up_other_gpu(ctx, t, mask, i, kind)
             changes += [other] if other else []
         elif kind == "fastest":
-            changes += _binding(ctx, t, i, t.latency, "latency")
+            # a row below latency / (1 + t) would move the window past the pick
+            changes += _binding(ctx, t, i, t.latency, "latency", t.latency[i] / (1.0 + ctx.fastest_tolerance))
             other = _runner_up_other_gpu(ctx, t, mask, i, kind)
             changes += [other] if other else []
         else:
@@ -289,7 +321,7 @@ def recommendations(
             if new is not None and new["id"] != rec["id"]:
                 changes.append(
                     f"{s['accelerator']} at {s['change_pct']:+.0f}% price: {new['label']} "
-                    f"(${new[COST]:.3g}/Mtok, {_fmt_latency(ctx, new[ctx.latency_column])} "
+                    f"({ctx.fmt_cost(new[ctx.cost_column])}, {_fmt_latency(ctx, new[ctx.latency_column])} "
                     f"{ctx.latency_metric.upper()})."
                 )
         if sensitivity is not None and not any(s[kind] and s[kind]["id"] != rec["id"] for s in sensitivity):

@@ -24,7 +24,7 @@ from objectives.compute import (
     lm_head_flops,
 )
 from objectives.timing import forward_time_s
-from search.outputs.candidates import COST, SweepContext, candidate_mask, label
+from search.outputs.candidates import SweepContext, candidate_mask, label
 from search.outputs.report_html import _lat, _usd
 
 MAX_POINTS_PER_TRACE = 3000  # candidates shown per accelerator (front and recommendations always)
@@ -276,7 +276,9 @@ HOVER = (
 def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict[str, Any]) -> tuple[go.Figure, dict]:
     lat_col = ctx.latency_column
     latency = np.array([np.nan if r.get(lat_col) is None else float(r[lat_col]) for r in rows])
-    cost = np.array([np.nan if r.get(COST) is None else float(r[COST]) for r in rows])
+    cost_col = ctx.cost_column  # the picks' cost axis: $/Mtok output unless the spec's objective is another cost
+    cost = np.array([np.nan if r.get(cost_col) is None else float(r[cost_col]) for r in rows])
+    hover = HOVER.replace("/Mtok<br>", f"{ctx.cost_unit}<br>")
     cand = candidate_mask(ctx, rows)
     finite = np.isfinite(latency) & np.isfinite(cost) & (latency > 0) & (cost > 0)
     acc = np.array([r["accelerator"] for r in rows], dtype=object)
@@ -306,7 +308,7 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
                     "line": {"width": 1, "color": color},
                 },
                 customdata=_hover_data(rows, bad),
-                hovertemplate=HOVER,
+                hovertemplate=hover,
             )
         )
         fig.add_trace(
@@ -318,7 +320,7 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
                 legendgroup=gpu,
                 marker={"color": color, "opacity": 0.85, "size": 8, "line": {"width": 0.5, "color": "white"}},
                 customdata=_hover_data(rows, good_s),
-                hovertemplate=HOVER,
+                hovertemplate=hover,
             )
         )
     by_id = {int(r["id"]): i for i, r in enumerate(rows)}
@@ -353,7 +355,7 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
                     "line": {"width": 2.5, "color": "#1d2733"},
                 },
                 customdata=_hover_data(rows, np.array([i])),
-                hovertemplate=HOVER,
+                hovertemplate=hover,
             )
         )
     for s in ctx.workload.slos:
@@ -383,9 +385,9 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
     metric = ctx.latency_metric.upper()
     fig.update_layout(
         template="plotly_white",
-        title=f"{metric} against $ per million output tokens (each point a stored configuration)",
+        title=f"{metric} against {ctx.cost_words} (each point a stored configuration)",
         xaxis={"type": "log", "title": f"{metric} (ms, {_latency_kind(ctx)})"},
-        yaxis={"type": "log", "title": "$ per million output tokens"},
+        yaxis={"type": "log", "title": ctx.cost_words},
         height=560,
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
         legend={"orientation": "v", "x": 1.01, "y": 1},

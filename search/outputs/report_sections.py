@@ -154,7 +154,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
     for kind in KINDS:
         r = recs.get(kind)
         if r is None:
-            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 8]))
+            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 10]))
             continue
         rows.append(
             (
@@ -170,6 +170,8 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
                     _mtok(r[COST]),
                     _lat(r["ttft_s"]),
                     _lat(r["tpot_s"]),
+                    _mtok(r["usd_per_request"]),
+                    _mtok(r["usd_per_million_total_tokens"]),
                 ],
             )
         )
@@ -185,9 +187,11 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
             "$/Mtok",
             "TTFT",
             "TPOT",
+            "$/request",
+            "$/Mtok in+out",
         ],
         rows,
-        numeric={6, 7, 8, 9},
+        numeric={6, 7, 8, 9, 10, 11},
         attrs=' id="recommendations"',
     )
 
@@ -219,6 +223,10 @@ def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None, roof: dict
         ("prefill chunk", f"{r['chunked_prefill']} tokens"),
         ("$/hour", _usd(r["usd_per_hour"])),
         ("$ per million output tokens", _mtok(r[COST])),
+        (
+            "$ per request / per million input + output tokens",
+            f"{_mtok(r['usd_per_request'])} / {_mtok(r['usd_per_million_total_tokens'])}",
+        ),
         ("TTFT / TPOT", f"{_lat(r['ttft_s'])} / {_lat(r['tpot_s'])}"),
         (
             "output tokens/s per user / per GPU",
@@ -350,7 +358,8 @@ def _sensitivity_section(ctx: SweepContext, sens: list[dict[str, Any]], recs: di
                 cells.append("–")
                 continue
             text = (
-                f"{_e(new['label'])}<br><span class=src>{_mtok(new[COST])}/Mtok, {_lat(new[ctx.latency_column])}</span>"
+                f"{_e(new['label'])}<br><span class=src>{_mtok(new[ctx.cost_column])}{_e(ctx.cost_unit)}, "
+                f"{_lat(new[ctx.latency_column])}</span>"
             )
             cells.append(f"<span class=changed>{text}</span>" if s["changed"][kind] else "unchanged")
         rows.append(cells)
@@ -420,6 +429,18 @@ def _per_accelerator_section(ctx: SweepContext, per: list[dict[str, Any]]) -> st
     )
 
 
+def _fastest_method(ctx: SweepContext) -> str:
+    budget = "$/hour within constraints.max_usd_per_hour (no limit when the spec sets none)"
+    if ctx.fastest_tolerance == 0:
+        return f"<li>Fastest within the budget: the lowest-latency qualifying point with {budget}.</li>"
+    tol = f"{ctx.fastest_tolerance * 100:g}%"
+    return (
+        f"<li>Fastest within the budget: among the qualifying points with {budget}, within {tol} of the fastest "
+        f"latency, the cheapest ({_e(ctx.cost_words)}; report.fastest_tolerance = {ctx.fastest_tolerance:g}), so a "
+        "few percent of latency never buys a fleet many times the size.</li>"
+    )
+
+
 def _method_section(ctx: SweepContext) -> str:
     return (
         "<h2 id=method>Method and caveats</h2><ul class=note>"
@@ -432,12 +453,12 @@ def _method_section(ctx: SweepContext) -> str:
         "serving simulator. Offline workloads use the steady state at the batch limit.</li>"
         "<li>Qualifying: fits in memory, within the GPU limit and the hourly budget, serves the arrival rate, and "
         "meets every SLO of the workload.</li>"
-        "<li>Knee: the point of the qualifying (latency, $/Mtok) Pareto front farthest from the straight line "
+        f"<li>Knee: the point of the qualifying (latency, {_e(ctx.cost_words)}) Pareto front farthest from the "
+        "straight line "
         "joining the front's fastest and cheapest points, after log-transforming and min-max normalizing each "
         "objective over the front, so distances compare percentage changes.</li>"
-        "<li>Fastest within the budget: the lowest-latency qualifying point with $/hour within "
-        "constraints.max_usd_per_hour (no limit when the spec sets none).</li>"
-        "<li>Roofline: per GPU, FLOPs and HBM bytes of one decode step (the running batch split into PP "
+        + _fastest_method(ctx)
+        + "<li>Roofline: per GPU, FLOPs and HBM bytes of one decode step (the running batch split into PP "
         "micro-batches at mean context) and of one prefill chunk of a prompt, over the modelled step time "
         "(including communication and overheads, so points sit below the roof).</li>"
         "<li>Guided sweeps store the configurations their sampler tried, not the whole space; the recommendations "

@@ -42,6 +42,8 @@ METRIC_COLUMNS = (
     "bound_code",
     "utilization",  # each replica's arrival rate / its capacity (1: offline, full load)
     "load_batch",  # time-average sequences decoding per replica under that load
+    "usd_per_request",
+    "usd_per_million_total_tokens",
 )
 
 

@@ -214,6 +214,7 @@ class ProbeEvaluator(AnalyticEvaluator):
             pre_all = prefill_time_s(b, isl, bb)
             first = prefill_time_s(b, isl, 1.0, running_seqs=bb - 1.0, running_context=mean_ctx)
             st = steady_state(
+                isl=isl,
                 osl=osl,
                 batch=bb,
                 decode_step_s=np.array([measured(dec, r_gemm_dec, r_att_dec)]),

@@ -13,6 +13,7 @@
     simulation: {requests: 2000, arrivals: poisson}
     sampler: tpe
     budget: {trials: 500}
+    report: {fastest_tolerance: 0.05}   # "fastest": the cheapest within 5% of the fastest latency
     seed: 0
 
 Errors name the field and the allowed values (`load_spec` wraps pydantic's).
@@ -37,6 +38,8 @@ LATENCY_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
 OBJECTIVE_METRICS = {
     **LATENCY_METRICS,
     "usd_per_million_output_tokens": "usd_per_million_output_tokens",
+    "usd_per_request": "usd_per_request",
+    "usd_per_million_total_tokens": "usd_per_million_total_tokens",
     "usd_per_hour": "usd_per_hour",
     "energy_j_per_output_token": "energy_j_per_output_token",
     "gpus": "total_gpus",
@@ -204,6 +207,16 @@ class Probe(_Strict):
     prefill_tokens: int | None = Field(default=None, ge=1)  # prefill chunk probed (default: the chunk)
 
 
+class Report(_Strict):
+    """How the report and `front` pick among the stored candidates (search.outputs.candidates).
+
+    `fastest_tolerance`: "fastest within the budget" is the cheapest candidate whose latency is
+    within this fraction of the fastest candidate's (0.05: at most 5% slower), so a 2% faster
+    point never wins on a fleet many times the size; 0 picks the lowest latency outright."""
+
+    fastest_tolerance: float = Field(default=0.05, ge=0, lt=1)
+
+
 class SweepSpec(_Strict):
     """A whole sweep."""
 
@@ -228,6 +241,7 @@ class SweepSpec(_Strict):
     calibration_record: dict[str, Any] | None = None
     simulation: Simulation = Field(default_factory=Simulation)
     probe: Probe = Field(default_factory=Probe)
+    report: Report = Field(default_factory=Report)
     sampler: Literal["tpe", "nsga2", "gp", "exhaustive"] = "tpe"
     budget: Budget = Field(default_factory=Budget)
     seed: int = 0
