@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from objectives.accelerators import Accelerator
 from objectives.cost import HOURS_PER_YEAR, OwnershipTerms
 from objectives.quantization import get_scheme, resolve_compute_dtype
-from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SweepSpec, pareto_mask
+from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SweepSpec, pareto_mask, stored_price_table
 from workloads import Workload
 
 KINDS = ("cheapest", "fastest", "knee")
@@ -75,6 +75,8 @@ class SweepContext:
     latency_metric: str  # "tpot", "ttft" or "e2e"
     budget_usd_per_hour: float | None
     evaluator: AnalyticEvaluator = field(repr=False)
+    # the stored price table with its basis: provider, provider_of, list_of, mixed (search.sweeps.pricing)
+    price_table: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def latency_column(self) -> str:
@@ -102,6 +104,7 @@ def sweep_context(record: dict[str, Any]) -> SweepContext:
         latency_metric=latency,
         budget_usd_per_hour=spec.constraints.max_usd_per_hour,
         evaluator=ev,
+        price_table=stored_price_table(record.get("price_table"), ev.catalog, spec.accelerators, spec.pricing.basis),
     )
 
 
