@@ -88,7 +88,7 @@ def catalog(
                 f"{(r['prices'][provider] if provider else r['usd_per_gpu_hour']):.2f}",
                 _providers(r),
             )
-        print_table(table, wide, wrap=("aliases", "providers"))
+        print_table(table, wide, wrap=("aliases",))
         return
     models = model_catalog()
     if as_json:

@@ -10,7 +10,7 @@ from search.outputs.candidates import COST, KINDS, TITLES, SweepContext
 from search.outputs.launch import launch_commands
 from search.outputs.procurement import MARK, efficiency_bases, price_mark, pricing_assumptions
 from search.outputs.report_html import _e, _lat, _mtok, _num, _par, _pct, _table, _usd
-from search.sweeps import LATENCY_METRICS
+from search.sweeps import LATENCY_METRICS, cloud_basis_note
 
 # ------------------------------------------------------------------------------ sections
 
@@ -147,7 +147,10 @@ def _basis_words(ctx: SweepContext) -> str:
     if p.price_file:
         s += f", with overrides from {p.price_file}"
     if table.get("mixed"):
-        s += f"; {MARK} marks GPUs priced from another basis"
+        what = "whose purchase price covers less (card only)" if ctx.basis == "owned" else "priced from another basis"
+        s += f"; {MARK} marks GPUs {what}"
+    if table.get("excluded"):
+        s += f"; left out: {', '.join(table['excluded'])} (no purchase price)"
     return s
 
 
@@ -329,6 +332,11 @@ def _rent_own_section(rows: list[dict[str, Any]], ctx: SweepContext | None = Non
         "three years of power and hosting (and its break-even assumes the hardware is worth nothing after three "
         "years).</p>"
         + (_price_notes(pricing_assumptions(ctx)) if ctx is not None else "")
+        + (
+            f"<p class='note price-basis'>Cloud prices: {_e(cloud_basis_note(ctx.price_table))}</p>"
+            if ctx is not None and ctx.basis == "owned" and cloud_basis_note(ctx.price_table)
+            else ""
+        )
         + _table(
             [
                 "recommendation",

@@ -7,6 +7,7 @@ from search._exports import lazy_exports
 _EXPORTS = {
     "AnalyticEvaluator": "analytic",
     "basis_note": "pricing",
+    "cloud_basis_note": "pricing",
     "excluded_note": "pricing",
     "mixed_basis_warning": "pricing",
     "price_table": "pricing",

@@ -44,6 +44,7 @@ def price_table(
         provider_auto=cloud.auto,
         cloud_usd_per_gpu_hour=dict(cloud.usd_per_gpu_hour),
     )
+    table["cloud_mixed"] = list(table["mixed"])  # the cloud side of rent vs own, whatever the basis
     if basis == "owned":
         scopes = {g: catalog[g].purchase_scope for g in accelerators}
         excluded = {g: NO_PURCHASE_PRICE for g in accelerators if catalog[g].purchase_usd is None}
@@ -68,6 +69,7 @@ def stored_price_table(
     provider = max(PRICE_PROVIDERS, key=lambda p: (counts[p], -PRICE_PROVIDERS.index(p)))
     fresh = price_table(basis, None, catalog, accelerators, table.get("usd_per_gpu_hour") or {})
     cloud = _cloud_fields(catalog, accelerators, provider, provider_of)
+    cloud["cloud_mixed"] = cloud["mixed"]
     if basis == "owned":
         cloud.pop("mixed")
     fresh.update(cloud, cloud_usd_per_gpu_hour={g: catalog[g].usd_per_gpu_hour for g in accelerators})
@@ -114,6 +116,11 @@ def basis_note(table: Mapping[str, Any]) -> str:
     parts = [f"{g} from {lists.get(g) or 'another provider'}'s list" for g in mixed]
     rest = "the rest" if len(mixed) < len(table.get("provider_of") or {}) else "none"
     return f"{_join(parts)}; {rest} from {_provider_words(table)}'s list."
+
+
+def cloud_basis_note(table: Mapping[str, Any]) -> str:
+    """`basis_note` of the cloud prices alone (rent vs own compares them with owned costs)."""
+    return basis_note({**table, "basis": "cloud", "mixed": table.get("cloud_mixed", table.get("mixed") or [])})
 
 
 def mixed_basis_warning(table: Mapping[str, Any]) -> str | None:
