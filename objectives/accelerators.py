@@ -11,13 +11,20 @@ Conventions (see the YAML ``_meta`` block):
 * ``scaleup_bw_bytes_per_s`` is per GPU per direction on the scale-up fabric (NVLink,
   Infinity Fabric, or PCIe for PCIe cards); ``scaleout_bw_bytes_per_s`` is per GPU per
   direction on the inter-node network and is ``None`` where no source was found.
-* ``usd_per_gpu_hour`` is a cloud on-demand list price per GPU-hour; ``purchase_usd`` is a
-  per-GPU purchase estimate or ``None``.
+* ``usd_per_gpu_hour`` is the GPU's default cloud on-demand list price per GPU-hour; its
+  provider (``aws``, ``azure``, ``gcp``, ``oracle`` or ``neocloud``) is read from its source
+  text. ``prices`` adds the GPU's list prices from other providers, each a sourced record under
+  its provider's key; :attr:`Accelerator.prices` holds them all (the default included).
+* ``purchase_usd`` is a per-GPU purchase estimate or ``None``; ``purchase_scope`` says what it
+  covers: ``card`` (the card alone) or ``system_share`` (the GPU's share of a system list price:
+  server, network and rack included as far as the system includes them).
 
 A user YAML file in the same format can add accelerators or override fields of shipped ones
 (field-by-field merge). Numbers may be bare (``usd_per_gpu_hour: 2.5``) or records
 (``{value: 2.5, source: ..., date: ...}``); numbers without a source are attributed to
-``user override <file>``.
+``user override <file>``. A user file that sets ``usd_per_gpu_hour`` of a GPU replaces that
+GPU's shipped prices: the file's price is its only one, under provider ``custom``; a user
+``prices`` mapping is merged provider by provider.
 """
 
 from __future__ import annotations
@@ -40,12 +47,42 @@ __all__ = [
     "DTYPES",
     "FLOP_FIELDS",
     "NUMERIC_FIELDS",
+    "PRICE_PROVIDERS",
+    "PURCHASE_SCOPES",
     "REQUIRED_FIELDS",
     "Accelerator",
+    "PriceBasis",
     "UnknownAcceleratorError",
+    "choose_provider",
+    "classify_price_source",
     "get_accelerator",
     "load_accelerators",
+    "price_basis",
+    "price_list_name",
 ]
+
+#: Price providers, in the fixed order that breaks ties when a sweep's provider is chosen
+#: automatically. ``neocloud`` is any GPU cloud outside the hyperscalers (its source names it);
+#: ``custom`` is a price from a user's price file.
+PRICE_PROVIDERS: tuple[str, ...] = ("aws", "azure", "gcp", "oracle", "neocloud", "custom")
+
+#: What a ``purchase_usd`` covers: the card alone, or the GPU's share of a system list price.
+PURCHASE_SCOPES: tuple[str, ...] = ("card", "system_share")
+
+# Patterns that name a provider in a price's source text; the earliest match in the text wins.
+_PROVIDER_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("aws", re.compile(r"\bAWS\b|\bEC2\b|Amazon")),
+    ("azure", re.compile(r"\bAzure\b")),
+    ("gcp", re.compile(r"Google Cloud|\bGCP\b|Compute Engine")),
+    ("oracle", re.compile(r"\bOracle\b|\bOCI\b")),
+    (
+        "neocloud",
+        re.compile(
+            r"\b(Lambda|Vultr|CoreWeave|Crusoe|Nebius|RunPod|Together|Hyperstack|FluidStack|Paperspace|"
+            r"Vast\.ai|DigitalOcean|Hot Aisle|TensorWave|Voltage Park|Genesis Cloud|Scaleway|OVHcloud)\b"
+        ),
+    ),
+)
 
 #: YAML field -> dtype key of :attr:`Accelerator.peak_flops`.
 FLOP_FIELDS: Mapping[str, str] = MappingProxyType(
@@ -85,10 +122,15 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "usd_per_gpu_hour",
 )
 
-_TEXT_FIELDS: tuple[str, ...] = ("vendor",)
+_TEXT_FIELDS: tuple[str, ...] = ("vendor", "purchase_scope")
 _LIST_FIELDS: tuple[str, ...] = ("aliases",)
 _FREE_TEXT_FIELDS: tuple[str, ...] = ("note", "notes")
-_ALL_FIELDS: frozenset[str] = frozenset((*NUMERIC_FIELDS, *_TEXT_FIELDS, *_LIST_FIELDS, *_FREE_TEXT_FIELDS))
+_PRICES_FIELD = "prices"
+_ALL_FIELDS: frozenset[str] = frozenset(
+    (*NUMERIC_FIELDS, *_TEXT_FIELDS, *_LIST_FIELDS, *_FREE_TEXT_FIELDS, _PRICES_FIELD)
+)
+# Set by load_accelerators on an entry whose usd_per_gpu_hour comes from a user file.
+_CUSTOM_PRICE = "_custom_price"
 _RECORD_KEYS: frozenset[str] = frozenset({"value", "source", "date", "note", "confidence"})
 
 _DATA_PACKAGE = "objectives"
@@ -118,6 +160,14 @@ class Accelerator:
     purchase_usd: float | None
     #: YAML field name -> "source (date)" for every numeric field that has a value.
     sources: Mapping[str, str] = field(hash=False, repr=False)
+    #: provider (:data:`PRICE_PROVIDERS`) -> list $ per GPU-hour; the default price included.
+    prices: Mapping[str, float] = field(default_factory=dict, hash=False, repr=False)
+    #: provider -> "source (date)" of each of :attr:`prices`.
+    price_sources: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
+    #: the provider of :attr:`usd_per_gpu_hour` (``custom``: a user's price file).
+    price_provider: str = "custom"
+    #: what :attr:`purchase_usd` covers (:data:`PURCHASE_SCOPES`); ``None`` where not stated.
+    purchase_scope: str | None = None
 
     def supports(self, dtype: str) -> bool:
         """True when the catalog lists a dense tensor-core peak for ``dtype``."""
@@ -181,7 +231,17 @@ def load_accelerators(overrides: str | Path | None = None) -> dict[str, Accelera
             merged[key] = dict(entry)
             index[_normalize(key)] = key
         else:
+            user_prices = entry.get(_PRICES_FIELD)
+            if "usd_per_gpu_hour" in entry:
+                # the file's price replaces the GPU's shipped prices (it is the user's own)
+                merged[target].pop(_PRICES_FIELD, None)
+            shipped_prices = merged[target].get(_PRICES_FIELD) or {}
             merged[target].update(entry)
+            if user_prices is not None:
+                merged[target][_PRICES_FIELD] = {**shipped_prices, **user_prices}
+        target_key = target if target is not None else key
+        if "usd_per_gpu_hour" in entry:
+            merged[target_key][_CUSTOM_PRICE] = True
     return _build_catalog(merged, origin)
 
 
@@ -207,6 +267,69 @@ def get_accelerator(name: str, catalog: Mapping[str, Accelerator] | None = None)
         if key not in suggestions:
             suggestions.append(key)
     raise UnknownAcceleratorError(name, tuple(suggestions[:5]), tuple(sorted(cat)))
+
+
+def classify_price_source(source: str) -> str:
+    """The provider (:data:`PRICE_PROVIDERS`) a price's source text names first; ``custom``
+    where it names none (a user's own figure)."""
+    found = [(m.start(), provider) for provider, pattern in _PROVIDER_PATTERNS if (m := pattern.search(source))]
+    return min(found)[1] if found else "custom"
+
+
+def price_list_name(acc: Accelerator, provider: str) -> str:
+    """Whose list `acc`'s `provider` price comes from, as a reader says it: ``AWS``, ``Azure``,
+    ``Google Cloud``, ``Oracle``, the GPU cloud the source names (``Lambda``) for ``neocloud``,
+    ``the price file`` for ``custom``."""
+    fixed = {"aws": "AWS", "azure": "Azure", "gcp": "Google Cloud", "oracle": "Oracle", "custom": "the price file"}
+    if provider in fixed:
+        return fixed[provider]
+    pattern = dict(_PROVIDER_PATTERNS)["neocloud"]
+    m = pattern.search(acc.price_sources.get(provider, ""))
+    return m.group(0) if m else "a GPU cloud"
+
+
+@dataclass(frozen=True)
+class PriceBasis:
+    """One price basis for a comparison: the provider, each GPU's price and where it came from."""
+
+    provider: str
+    #: True when the provider was chosen automatically (the one listing the most GPUs).
+    auto: bool
+    usd_per_gpu_hour: Mapping[str, float]
+    #: GPU -> provider its price came from (the basis' provider, or the GPU's default's).
+    provider_of: Mapping[str, str]
+    #: GPUs the basis' provider does not list, priced from their default (another basis).
+    mixed: tuple[str, ...]
+
+
+def choose_provider(catalog: Mapping[str, Accelerator], gpu_ids: list[str] | tuple[str, ...]) -> str:
+    """The provider that lists the most of `gpu_ids`; ties go to the earlier of
+    :data:`PRICE_PROVIDERS` (aws, azure, gcp, oracle, neocloud, custom)."""
+    counts = {p: sum(1 for g in gpu_ids if p in catalog[g].prices) for p in PRICE_PROVIDERS}
+    return max(PRICE_PROVIDERS, key=lambda p: (counts[p], -PRICE_PROVIDERS.index(p)))
+
+
+def price_basis(
+    catalog: Mapping[str, Accelerator], gpu_ids: list[str] | tuple[str, ...], provider: str | None = None
+) -> PriceBasis:
+    """Each of `gpu_ids` priced under one `provider` (None: :func:`choose_provider`): its price
+    on that provider's list where it has one, else its default price, and then it is listed in
+    `mixed` as priced from another basis. ValueError for an unknown provider."""
+    auto = provider is None
+    if provider is None:
+        provider = choose_provider(catalog, gpu_ids)
+    elif provider not in PRICE_PROVIDERS:
+        raise ValueError(f"unknown price provider {provider!r} (allowed: {', '.join(PRICE_PROVIDERS)})")
+    prices: dict[str, float] = {}
+    provider_of: dict[str, str] = {}
+    for g in gpu_ids:
+        acc = catalog[g]
+        if provider in acc.prices:
+            prices[g], provider_of[g] = acc.prices[provider], provider
+        else:
+            prices[g], provider_of[g] = acc.usd_per_gpu_hour, acc.price_provider
+    mixed = tuple(g for g in gpu_ids if provider_of[g] != provider)
+    return PriceBasis(provider, auto, MappingProxyType(prices), MappingProxyType(provider_of), mixed)
 
 
 # --------------------------------------------------------------------------- internals
@@ -267,6 +390,15 @@ def _parse_entry(entry: str, raw: Mapping[Any, Any], origin: str, default_source
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{origin}: accelerator {entry!r}, field 'vendor': must be a non-empty string")
             parsed[fname] = value.strip().lower()
+        elif fname == "purchase_scope":
+            if value is not None and (not isinstance(value, str) or value.strip().lower() not in PURCHASE_SCOPES):
+                raise ValueError(
+                    f"{origin}: accelerator {entry!r}, field 'purchase_scope': must be one of "
+                    f"{', '.join(PURCHASE_SCOPES)}, got {value!r}"
+                )
+            parsed[fname] = None if value is None else value.strip().lower()
+        elif fname == _PRICES_FIELD:
+            parsed[fname] = _parse_prices(entry, value, origin, default_source)
         elif fname == "aliases":
             parsed[fname] = _parse_aliases(entry, value, origin)
         else:  # free text
@@ -274,6 +406,28 @@ def _parse_entry(entry: str, raw: Mapping[Any, Any], origin: str, default_source
                 raise ValueError(f"{origin}: accelerator {entry!r}, field {fname!r}: must be text")
             parsed[fname] = value
     return parsed
+
+
+def _parse_prices(entry: str, value: Any, origin: str, default_source: str | None) -> dict[str, dict[str, Any]]:
+    """`prices: {provider: record}` -> {provider: normalized record}; null values are dropped."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{origin}: accelerator {entry!r}, field 'prices': must be a mapping of provider -> price record"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for provider, record in value.items():
+        key = str(provider).strip().lower()
+        if key not in PRICE_PROVIDERS:
+            raise ValueError(
+                f"{origin}: accelerator {entry!r}, field 'prices': unknown provider {provider!r} "
+                f"(allowed: {', '.join(PRICE_PROVIDERS)})"
+            )
+        parsed = _parse_record(entry, f"prices.{key}", record, origin, default_source)
+        if parsed["value"] is not None:
+            out[key] = parsed
+    return out
 
 
 def _parse_aliases(entry: str, value: Any, origin: str) -> tuple[str, ...]:
@@ -386,9 +540,7 @@ def _build_accelerator(key: str, entry: Mapping[str, Any], origin: str) -> Accel
         record = entry.get(fname)
         if record is None or record.get("value") is None:
             continue
-        source = (record.get("source") or "").strip() or "unsourced"
-        date = str(record.get("date") or "").strip()
-        sources[fname] = f"{source} ({date})" if date else source
+        sources[fname] = _source_text(record)
 
     peak = {dtype: float(value(f)) for f, dtype in FLOP_FIELDS.items() if value(f) is not None}
     seen = {_normalize(key)}
@@ -399,6 +551,12 @@ def _build_accelerator(key: str, entry: Mapping[str, Any], origin: str) -> Accel
             aliases.append(alias)
     scaleout = value("scaleout_bw_bytes_per_s")
     purchase = value("purchase_usd")
+    default = entry["usd_per_gpu_hour"]
+    provider = "custom" if entry.get(_CUSTOM_PRICE) else classify_price_source(default.get("source") or "")
+    records = {provider: default, **(entry.get(_PRICES_FIELD) or {})}
+    prices = {p: float(r["value"]) for p, r in records.items()}
+    price_sources = {p: _source_text(r) for p, r in records.items()}
+    sources["usd_per_gpu_hour"] = price_sources[provider]
     return Accelerator(
         id=key,
         vendor=str(vendor),
@@ -411,7 +569,17 @@ def _build_accelerator(key: str, entry: Mapping[str, Any], origin: str) -> Accel
         scaleout_bw_bytes_per_s=None if scaleout is None else float(scaleout),
         gpus_per_node=int(value("gpus_per_node")),
         tdp_w=float(value("tdp_w")),
-        usd_per_gpu_hour=float(value("usd_per_gpu_hour")),
+        usd_per_gpu_hour=prices[provider],
         purchase_usd=None if purchase is None else float(purchase),
         sources=MappingProxyType(sources),
+        prices=MappingProxyType(prices),
+        price_sources=MappingProxyType(price_sources),
+        price_provider=provider,
+        purchase_scope=entry.get("purchase_scope") if purchase is not None else None,
     )
+
+
+def _source_text(record: Mapping[str, Any]) -> str:
+    source = (record.get("source") or "").strip() or "unsourced"
+    date = str(record.get("date") or "").strip()
+    return f"{source} ({date})" if date else source

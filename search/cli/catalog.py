@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from objectives.accelerators import PRICE_PROVIDERS
 from search.calibration import resolve_calibration
 from search.cli.checks import above_zero
 from search.cli.console import console, fail, print_table, say
@@ -34,15 +35,30 @@ def catalog(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="print the table at full width (no wrapping)")] = False,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            help="only GPUs this provider lists, at its price: " + ", ".join(PRICE_PROVIDERS), show_default=False
+        ),
+    ] = None,
 ) -> None:
     """List the accelerators or models servesweep knows (units in the headers: TFLOP/s dense, GB,
-    TB/s, GB/s per direction, W, $ per GPU-hour)."""
+    TB/s, GB/s per direction, W, $ per GPU-hour). `providers` lists whose price lists have each
+    GPU, the default price's provider first (*)."""
     if kind is CatalogKind.gpus:
         rows = gpu_catalog(gpu_file)
+        if provider is not None:
+            provider = provider.strip().lower()
+            if provider not in PRICE_PROVIDERS:
+                fail(f"unknown price provider {provider!r}; allowed: {', '.join(PRICE_PROVIDERS)}")
+            rows = [r for r in rows if provider in r["prices"]]
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        table = Table(title="accelerators (TF: dense TFLOP/s; link: scale-up GB/s per direction)")
+        title = "accelerators (TF: dense TFLOP/s; link: scale-up GB/s per direction)"
+        if provider is not None:
+            title += f", priced from {provider}'s list"
+        table = Table(title=title)
         table.add_column("id")
         for col in (
             "bf16 TF",
@@ -56,6 +72,7 @@ def catalog(
             "$/GPU-h",
         ):
             table.add_column(col, justify="right")
+        table.add_column("providers")
         for r in rows:
             tf = r["peak_tflops"]
             table.add_row(
@@ -68,7 +85,8 @@ def catalog(
                 f"{r['scaleup_gb_per_s_per_direction']:.0f}",
                 str(r["scaleup_domain"]),
                 f"{r['tdp_w']:.0f}",
-                f"{r['usd_per_gpu_hour']:.2f}",
+                f"{(r['prices'][provider] if provider else r['usd_per_gpu_hour']):.2f}",
+                _providers(r),
             )
         print_table(table, wide, wrap=("aliases",))
         return
@@ -94,6 +112,17 @@ def catalog(
             experts,
         )
     print_table(table, wide, wrap=("aliases",))
+
+
+def _providers(row: dict) -> str:
+    """'aws*, oracle' or 'neocloud (Lambda)*': the providers listing the GPU, the default price's first and starred."""
+    default = row["price_provider"]
+    others = [p for p in PRICE_PROVIDERS if p in row["prices"] and p != default]
+
+    def name(p: str) -> str:  # a GPU cloud by its name: neocloud (Lambda)
+        return f"{p} ({row['price_lists'][p]})" if p == "neocloud" else p
+
+    return ", ".join([f"{name(default)}*", *map(name, others)])
 
 
 def estimate(

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from search.cli.checks import MkdirOpt, check_output, open_store
-from search.cli.console import console, fail, print_table, say
+from search.cli.console import console, fail, one_line, print_table, say
 from search.outputs import FrontError, evaluation_rows, front_rows
 from search.sweeps import SpecError, load_spec
 
@@ -54,7 +54,7 @@ def run(
     from search.cluster import ensure_ray
     from search.store import LeaseLostError
     from search.sweeps import Progress as RunProgress
-    from search.sweeps import run_sweep, start_sweep
+    from search.sweeps import mixed_basis_warning, run_sweep, start_sweep
 
     if (spec_path is None) == (resume is None):
         fail("give a spec file to start a sweep, or --resume NAME to finish one (not both)")
@@ -85,6 +85,9 @@ def run(
         except ValueError as exc:
             fail(str(exc))
             return
+        warning = mixed_basis_warning((store.get_sweep(sweep_name) or {}).get("price_table") or {})
+        if warning:
+            say(one_line(warning), "warning: ", "yellow", stderr=True)
     else:
         sweep_name = resume
         record = store.get_sweep(resume)

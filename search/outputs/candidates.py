@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from objectives.accelerators import Accelerator
 from objectives.cost import HOURS_PER_YEAR, OwnershipTerms
 from objectives.quantization import get_scheme, resolve_compute_dtype
-from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SweepSpec, pareto_mask
+from search.sweeps import LATENCY_METRICS, AnalyticEvaluator, SweepSpec, pareto_mask, stored_price_table
 from workloads import Workload
 
 KINDS = ("cheapest", "fastest", "knee")
@@ -87,6 +87,8 @@ class SweepContext:
     evaluator: AnalyticEvaluator = field(repr=False)
     cost_metric: str = COST  # a key of COST_METRICS: the cost axis of the picks
     fastest_tolerance: float = 0.05  # spec.report.fastest_tolerance
+    # the stored price table with its basis: provider, provider_of, list_of, mixed (search.sweeps.pricing)
+    price_table: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def latency_column(self) -> str:
@@ -134,6 +136,7 @@ def sweep_context(record: dict[str, Any]) -> SweepContext:
         evaluator=ev,
         cost_metric=cost,
         fastest_tolerance=spec.report.fastest_tolerance,
+        price_table=stored_price_table(record.get("price_table"), ev.catalog, spec.accelerators, spec.pricing.basis),
     )
 
 

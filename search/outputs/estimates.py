@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
+from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators, price_list_name
 from objectives.batch import build_batch
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import EfficiencyModel
@@ -40,7 +40,8 @@ def phase_bound(step: dict[str, float]) -> str:
 
 
 def gpu_catalog(gpu_file: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every accelerator with its specs, prices and sources (`catalog gpus --json`)."""
+    """Every accelerator with its specs, prices (the default, `price_provider`'s, and every
+    provider's in `prices`, sources in `price_sources`) and sources (`catalog gpus --json`)."""
     return [
         {
             "id": g.id,
@@ -55,7 +56,12 @@ def gpu_catalog(gpu_file: str | Path | None = None) -> list[dict[str, Any]]:
             "gpus_per_node": g.gpus_per_node,
             "tdp_w": g.tdp_w,
             "usd_per_gpu_hour": g.usd_per_gpu_hour,
+            "price_provider": g.price_provider,
+            "prices": dict(g.prices),
+            "price_sources": dict(g.price_sources),
+            "price_lists": {p: price_list_name(g, p) for p in g.prices},
             "purchase_usd": g.purchase_usd,
+            "purchase_scope": g.purchase_scope,
             "sources": dict(g.sources),
         }
         for g in load_accelerators(gpu_file).values()

@@ -34,6 +34,25 @@ from search.outputs.candidates import (
     compute_dtype,
 )
 from search.outputs.recommend import _describe, _summary
+from search.sweeps import basis_note, excluded_note
+
+#: Marks a GPU priced from another basis than the rest of the comparison.
+MARK = "†"
+
+
+def price_mark(ctx: SweepContext, gpu: str) -> str:
+    """`MARK` when `gpu` is priced from another basis than the comparison's, else ''."""
+    return MARK if gpu in (ctx.price_table.get("mixed") or ()) else ""
+
+
+def cloud_price(ctx: SweepContext, gpu: Accelerator) -> tuple[float, str]:
+    """(cloud $/GPU-hour, its source) of `gpu` on the sweep's price basis: the provider's list
+    price where it lists the GPU, else the GPU's default."""
+    rate = (ctx.price_table.get("cloud_usd_per_gpu_hour") or {}).get(gpu.id)
+    provider = (ctx.price_table.get("provider_of") or {}).get(gpu.id, gpu.price_provider)
+    if rate is None:
+        rate, provider = gpu.usd_per_gpu_hour, gpu.price_provider
+    return float(rate), gpu.price_sources.get(provider) or gpu.sources.get("usd_per_gpu_hour", "")
 
 
 def price_sensitivity(
@@ -126,14 +145,16 @@ def rent_vs_own(ctx: SweepContext, recs: dict[str, dict[str, Any] | None]) -> li
         gpu = ctx.catalog[rec["accelerator"]]
         n = float(rec["total_gpus"] or 0)
         priced = ctx.prices.get(gpu.id) or math.nan
-        cloud_rate = gpu.usd_per_gpu_hour
+        cloud_rate, cloud_source = cloud_price(ctx, gpu)
         row: dict[str, Any] = {
             "kind": kind,
             "label": rec["label"],
             "accelerator": gpu.id,
             "total_gpus": n,
             "cloud_usd_per_gpu_hour": cloud_rate,
-            "cloud_price_source": gpu.sources.get("usd_per_gpu_hour", ""),
+            "cloud_price_source": cloud_source,
+            "price_mark": price_mark(ctx, gpu.id),
+            "purchase_scope": gpu.purchase_scope,
             "cloud_usd_per_hour": n * cloud_rate,
             "cloud_usd_per_month": n * cloud_rate * HOURS_PER_MONTH,
             "cloud_usd_3y": n * cloud_rate * years_h,
@@ -191,20 +212,39 @@ def pricing_assumptions(ctx: SweepContext) -> dict[str, Any]:
             }
         )
     gpus = []
+    table = ctx.price_table
     for g in ctx.spec.accelerators:
         acc = ctx.catalog[g]
+        rate, source = cloud_price(ctx, acc)
         gpus.append(
             {
                 "accelerator": g,
                 "usd_per_gpu_hour": ctx.prices.get(g),
-                "cloud_usd_per_gpu_hour": acc.usd_per_gpu_hour,
-                "cloud_source": acc.sources.get("usd_per_gpu_hour", ""),
+                "cloud_usd_per_gpu_hour": rate,
+                "cloud_source": source,
+                "provider": (table.get("provider_of") or {}).get(g, acc.price_provider),
+                "price_list": (table.get("list_of") or {}).get(g, ""),
+                "providers": sorted(acc.prices),
+                "mark": price_mark(ctx, g),
                 "purchase_usd": acc.purchase_usd,
                 "purchase_source": acc.sources.get("purchase_usd", ""),
+                "purchase_scope": acc.purchase_scope,
                 "tdp_w": acc.tdp_w,
             }
         )
-    return {"basis": ctx.basis, "price_file": p.price_file, "gpus": gpus, "ownership_terms": terms}
+    return {
+        "basis": ctx.basis,
+        "price_file": p.price_file,
+        "provider": table.get("provider"),
+        "price_list": table.get("list"),
+        "provider_auto": table.get("provider_auto"),
+        "mixed": list(table.get("mixed") or []),
+        "mixed_note": basis_note(table),
+        "excluded": dict(table.get("excluded") or {}),
+        "excluded_note": excluded_note(table),
+        "gpus": gpus,
+        "ownership_terms": terms,
+    }
 
 
 def efficiency_bases(ctx: SweepContext) -> list[dict[str, Any]]:

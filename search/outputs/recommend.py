@@ -326,7 +326,20 @@ def recommendations(
                 )
         if sensitivity is not None and not any(s[kind] and s[kind]["id"] != rec["id"] for s in sensitivity):
             moves = ", ".join(f"{(f - 1) * 100:+.0f}%" for f in SENSITIVITY_FACTORS)
-            changes.append(f"Robust to price: no single GPU's price moving {moves} changes it.")
+            mixed = ctx.price_table.get("mixed") or []
+            if mixed:  # a steady answer across price lists says nothing about any one list
+                what = (
+                    f"purchase prices of different scope ({', '.join(mixed)}: card only, no server, network or "
+                    "rack share)"
+                    if ctx.basis == "owned"
+                    else f"prices from different providers ({', '.join(mixed)} priced from another list than the rest)"
+                )
+                changes.append(
+                    f"No single GPU's price moving {moves} changes it, but this compares {what}, so it does not "
+                    "show the answer holds on one like-for-like price basis."
+                )
+            else:
+                changes.append(f"Robust to price: no single GPU's price moving {moves} changes it.")
         rec["what_would_change"] = changes
         rec["launch"] = launch_commands(
             ctx.spec.model,

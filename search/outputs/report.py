@@ -169,7 +169,7 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         _question(ctx, record, analysis),
         f"<h2 id=pareto>Pareto chart</h2>{pareto_html}<p class=note>{_e(caption)}</p>",
         f"<h2 id=recommendations-detail>Recommendations and why</h2><div class=cards>{cards}</div>",
-        _rent_own_section(analysis["rent_vs_own"]),
+        _rent_own_section(analysis["rent_vs_own"], ctx),
         _sensitivity_section(ctx, analysis["price_sensitivity"], recs),
         "<h2 id=roofline>Why, as a picture: roofline</h2>"
         "<p class=note>Attainable FLOP/s = min(compute roof, intensity × HBM bandwidth). A step left of the ridge is "

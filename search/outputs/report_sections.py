@@ -9,9 +9,9 @@ from typing import Any
 from objectives.queueing import DEFAULT_TARGET_UTILIZATION
 from search.outputs.candidates import COST, KINDS, TITLES, SweepContext
 from search.outputs.launch import launch_commands
-from search.outputs.procurement import efficiency_bases, pricing_assumptions
+from search.outputs.procurement import MARK, efficiency_bases, price_mark, pricing_assumptions
 from search.outputs.report_html import _e, _lat, _mtok, _num, _par, _pct, _table, _usd
-from search.sweeps import LATENCY_METRICS
+from search.sweeps import LATENCY_METRICS, cloud_basis_note
 
 # ------------------------------------------------------------------------------ sections
 
@@ -95,7 +95,8 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
         origin = "probe calibration" if b["calibrated"] else "defaults (no probe calibration)"
         acc_rows.append(
             [
-                f"<b>{_e(acc.id)}</b><br><span class=src>{_e(acc.vendor)}</span>",
+                f"<b>{_e(acc.id)}{g['mark']}</b><br><span class=src>{_e(acc.vendor)}"
+                f"{' · ' + _e(g['price_list']) + ' list' if ctx.basis == 'cloud' and g['price_list'] else ''}</span>",
                 _e(f"{acc.hbm_bytes / 1e9:.0f} GB · {acc.hbm_bw_bytes_per_s / 1e12:.2f} TB/s"),
                 _e(
                     f"{acc.peak_flops['bf16'] / 1e12:,.0f}"
@@ -115,7 +116,7 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
                 "GPU",
                 "HBM",
                 "dense TFLOP/s bf16 / fp8",
-                f"$/GPU-hour ({_e(ctx.basis)})",
+                f"$/GPU-hour ({_e(ctx.basis)}{', ' + _e(pricing['price_list']) if ctx.basis == 'cloud' else ''})",
                 "price source (date)",
                 "purchase price (source)",
                 "efficiencies from",
@@ -124,6 +125,7 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
             numeric={3},
         )
     )
+    out.append(_price_notes(pricing))
     # ownership terms
     term_rows = [
         [_e(t["term"]), _e(f"{t['value']:g}"), f"<span class=src>{_e(t['source'])}</span>", _e(t["date"])]
@@ -140,13 +142,34 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
 
 def _basis_words(ctx: SweepContext) -> str:
     p = ctx.spec.pricing
+    table = ctx.price_table
     if ctx.basis == "cloud":
-        s = "cloud on-demand list prices per GPU-hour from the accelerator catalog"
+        how = "chosen: it lists the most of the sweep's GPUs" if table.get("provider_auto") else "set in the spec"
+        s = (
+            f"cloud on-demand list prices per GPU-hour from {table.get('list') or 'the catalog'}'s list "
+            f"(pricing.provider {table.get('provider')}, {how})"
+        )
     else:
         s = "owned total cost of ownership per GPU-hour (terms below)"
     if p.price_file:
         s += f", with overrides from {p.price_file}"
+    if table.get("mixed"):
+        what = "whose purchase price covers less (card only)" if ctx.basis == "owned" else "priced from another basis"
+        s += f"; {MARK} marks GPUs {what}"
+    if table.get("excluded"):
+        s += f"; left out: {', '.join(table['excluded'])} (no purchase price)"
     return s
+
+
+def _price_notes(pricing: dict[str, Any]) -> str:
+    """The footnote to every price shown: which GPUs are priced from another basis (marked), and
+    which are left out of an owned comparison and why ('' when neither)."""
+    notes = []
+    if pricing["mixed_note"]:
+        notes.append(f"{MARK} {pricing['mixed_note']}")
+    if pricing["excluded_note"]:
+        notes.append(pricing["excluded_note"])
+    return "".join(f"<p class='note price-basis'>{_e(n)}</p>" for n in notes)
 
 
 def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
@@ -161,7 +184,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
                 f' data-kind="{kind}" data-config-id="{r["id"]}"',
                 [
                     f"<b>{_e(r['title'])}</b>",
-                    _e(r["accelerator"]),
+                    _e(r["accelerator"]) + price_mark(ctx, r["accelerator"]),
                     _e(f"{r['total_gpus']:.0f} ({r['replicas']:.0f} × {r['gpus_per_replica']:.0f})"),
                     _e(_par(r["parallelism"])),
                     _e(f"{r['weights']} / KV {r['kv_cache']}"),
@@ -193,7 +216,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
         rows,
         numeric={6, 7, 8, 9, 10, 11},
         attrs=' id="recommendations"',
-    )
+    ) + _price_notes(pricing_assumptions(ctx))
 
 
 def _side(roof: dict[str, Any], step: str) -> str:
@@ -295,12 +318,12 @@ def _launch_section(ctx: SweepContext, recs: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _rent_own_section(rows: list[dict[str, Any]]) -> str:
+def _rent_own_section(rows: list[dict[str, Any]], ctx: SweepContext | None = None) -> str:
     table_rows = []
     for r in rows:
         table_rows.append(
             [
-                f"<b>{_e(r['kind'])}</b><br><span class=src>{_e(r['label'])}</span>",
+                f"<b>{_e(r['kind'])}</b><br><span class=src>{_e(r['label'])}{r.get('price_mark', '')}</span>",
                 _usd(r["cloud_usd_per_hour"]),
                 _usd(r["cloud_usd_per_month"], 0),
                 _usd(r["cloud_usd_3y"], 0),
@@ -323,6 +346,12 @@ def _rent_own_section(rows: list[dict[str, Any]]) -> str:
         "the purchase over the amortization period; the 3-year cash figure pays the whole purchase up front plus "
         "three years of power and hosting (and its break-even assumes the hardware is worth nothing after three "
         "years).</p>"
+        + (_price_notes(pricing_assumptions(ctx)) if ctx is not None else "")
+        + (
+            f"<p class='note price-basis'>Cloud prices: {_e(cloud_basis_note(ctx.price_table))}</p>"
+            if ctx is not None and ctx.basis == "owned" and cloud_basis_note(ctx.price_table)
+            else ""
+        )
         + _table(
             [
                 "recommendation",
@@ -348,7 +377,7 @@ def _sensitivity_section(ctx: SweepContext, sens: list[dict[str, Any]], recs: di
     rows = []
     for s in sens:
         cells = [
-            f"<b>{_e(s['accelerator'])}</b>",
+            f"<b>{_e(s['accelerator'])}{price_mark(ctx, s['accelerator'])}</b>",
             _e(f"{s['change_pct']:+.0f}%"),
             _usd(s["usd_per_gpu_hour"]),
         ]
@@ -364,11 +393,24 @@ def _sensitivity_section(ctx: SweepContext, sens: list[dict[str, Any]], recs: di
             cells.append(f"<span class=changed>{text}</span>" if s["changed"][kind] else "unchanged")
         rows.append(cells)
     changed = sum(1 for s in sens for k in KINDS if s["changed"][k])
+    pricing = pricing_assumptions(ctx)
+    caveat = ""
+    if pricing["mixed"]:
+        what = (
+            "purchase prices of different scope"
+            if ctx.basis == "owned"
+            else f"prices from different providers ({MARK}: not from {pricing['price_list']}'s list)"
+        )
+        caveat = (
+            f" This comparison mixes {what}: an answer that does not change here has not been shown to hold on one "
+            "like-for-like price basis."
+        )
     return (
         "<h2 id=sensitivity>Price sensitivity</h2>"
         f"<p class=note>Each row moves one accelerator's $/GPU-hour by the given amount and re-ranks the stored "
         f"configurations ($/h and $/Mtok scale linearly with the GPU price; replicas do not change). Highlighted cells "
-        f"are a different answer; {changed} of {len(sens) * 3} answers change.</p>"
+        f"are a different answer; {changed} of {len(sens) * 3} answers change.{_e(caveat)}</p>"
+        + _price_notes(pricing)
         + _table(
             ["accelerator", "price move", "new $/GPU-h", "cheapest", "fastest", "knee"],
             rows,
@@ -385,7 +427,7 @@ def _per_accelerator_section(ctx: SweepContext, per: list[dict[str, Any]]) -> st
         if b is None:
             rows.append(
                 [
-                    f"<b>{_e(p['accelerator'])}</b>",
+                    f"<b>{_e(p['accelerator'])}{price_mark(ctx, p['accelerator'])}</b>",
                     _e(f"{p['candidates']} / {p['stored']}"),
                     f"<span class=warn>none qualifies: {_e(p['why_none'])}</span>",
                     *["–"] * 6,
@@ -395,7 +437,7 @@ def _per_accelerator_section(ctx: SweepContext, per: list[dict[str, Any]]) -> st
         move = p["price_change_to_be_cheapest_pct"]
         rows.append(
             [
-                f"<b>{_e(p['accelerator'])}</b>",
+                f"<b>{_e(p['accelerator'])}{price_mark(ctx, p['accelerator'])}</b>",
                 _e(f"{p['candidates']} / {p['stored']}"),
                 _e(b["label"]),
                 _mtok(b[COST]),

@@ -6,6 +6,12 @@ from search._exports import lazy_exports
 
 _EXPORTS = {
     "AnalyticEvaluator": "analytic",
+    "basis_note": "pricing",
+    "cloud_basis_note": "pricing",
+    "excluded_note": "pricing",
+    "mixed_basis_warning": "pricing",
+    "price_table": "pricing",
+    "stored_price_table": "pricing",
     "code_version": "control",
     "Dimension": "space",
     "EvalResult": "evaluation",

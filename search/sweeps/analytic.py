@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from objectives.accelerators import load_accelerators
+from objectives.accelerators import load_accelerators, price_basis
 from objectives.batch import ConfigBatch, build_batch, concat
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import default_efficiency
@@ -43,6 +43,8 @@ class AnalyticEvaluator:
         self.model = load_model(spec.model)
         self.workload = spec.resolved_workload()
         self.catalog = load_accelerators(spec.pricing.price_file)
+        # one price list for every GPU of the sweep (pricing.provider; see objectives.accelerators.price_basis)
+        self.cloud_prices = price_basis(self.catalog, spec.accelerators, spec.pricing.provider).usd_per_gpu_hour
         self.efficiency = (
             efficiency_from_record(spec.calibration_record) if spec.calibration_record else default_efficiency()
         )
@@ -97,7 +99,7 @@ class AnalyticEvaluator:
         """$ per GPU-hour of `gpu_id` under the spec's pricing (NaN: owned, no purchase price)."""
         gpu = self.catalog[gpu_id]
         if self.spec.pricing.basis == "cloud":
-            return gpu.usd_per_gpu_hour
+            return self.cloud_prices.get(gpu_id, gpu.usd_per_gpu_hour)
         if gpu.purchase_usd is None:
             return float("nan")
         return float(tco_usd_per_gpu_hour(np.array([gpu.purchase_usd]), np.array([gpu.tdp_w]), self.terms)[0])

@@ -18,6 +18,7 @@ from search.sweeps.control import ProgressCallback, StopCheck, SweepStopped, _no
 from search.sweeps.evaluators import make_evaluator
 from search.sweeps.exhaustive import _run_exhaustive
 from search.sweeps.guided import _run_guided
+from search.sweeps.pricing import price_table
 from search.sweeps.spec import SWEEP_NAME_PATTERN, SweepSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,7 +67,13 @@ def start_sweep(
         spec={**spec.model_dump(mode="json"), "_workers": workers, **({"_service": True} if service else {})},
         submitter=submitter or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown",
         code_version=code_version(),
-        price_table={"basis": spec.pricing.basis, "usd_per_gpu_hour": prices},
+        price_table=price_table(
+            spec.pricing.basis,
+            spec.pricing.provider,
+            evaluator.catalog,  # type: ignore[attr-defined]
+            spec.accelerators,
+            prices,
+        ),
     )
     return name
 

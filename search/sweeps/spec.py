@@ -28,7 +28,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
+from objectives.accelerators import (
+    PRICE_PROVIDERS,
+    UnknownAcceleratorError,
+    get_accelerator,
+    load_accelerators,
+)
 from objectives.models import UnknownModelError, load_model
 from objectives.quantization import KV_CACHE_BYTES, get_scheme
 from workloads import Workload, get_preset, preset_with
@@ -145,14 +150,30 @@ class Constraints(_Strict):
 
 
 class Pricing(_Strict):
-    """Cloud on-demand prices from the catalog (or `price_file`), or owned TCO."""
+    """Cloud on-demand prices from the catalog (or `price_file`), or owned TCO.
+
+    `provider` is the one price list the cloud prices come from (aws, azure, gcp, oracle,
+    neocloud, or custom: a price file's own prices); None picks the provider that lists the most
+    of the sweep's accelerators, ties going to the earlier in that order. A GPU the provider does
+    not list is priced from its default and marked as priced from another basis."""
 
     basis: Literal["cloud", "owned"] = "cloud"
     price_file: str | None = None  # GPU YAML overriding prices / specs
+    provider: str | None = None
     years: float | None = Field(default=None, gt=0)
     usd_per_kwh: float | None = Field(default=None, ge=0)
     pue: float | None = Field(default=None, ge=1)
     hosting_usd_per_kw_month: float | None = Field(default=None, ge=0)
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = value.strip().lower()
+        if key not in PRICE_PROVIDERS:
+            raise ValueError(f"unknown price provider {value!r}; allowed: {', '.join(PRICE_PROVIDERS)}")
+        return key
 
 
 class Budget(_Strict):
