@@ -292,25 +292,8 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
         good_s, bad = _thin(good, MAX_POINTS_PER_TRACE), _thin(bad_all, MAX_FAINT_PER_TRACE)
         shown["candidates"] += int(good_s.size)
         shown["infeasible"] += int(bad.size)
-        fig.add_trace(
-            go.Scatter(
-                x=latency[bad] * 1e3,
-                y=cost[bad],
-                mode="markers",
-                name=f"{gpu} (infeasible)",
-                legendgroup=gpu,
-                showlegend=bool(bad.size),
-                marker={
-                    "color": color,
-                    "opacity": 0.3,
-                    "size": 6,
-                    "symbol": "x-thin",
-                    "line": {"width": 1, "color": color},
-                },
-                customdata=_hover_data(rows, bad),
-                hovertemplate=hover,
-            )
-        )
+        if bad.size:  # an empty trace draws nothing (and Plotly gives it no element)
+            fig.add_trace(_faint_trace(gpu, color, latency[bad] * 1e3, cost[bad], _hover_data(rows, bad), hover))
         fig.add_trace(
             go.Scatter(
                 x=latency[good_s] * 1e3,
@@ -406,3 +389,17 @@ def _latency_kind(ctx: SweepContext) -> str:
         slo = ctx.workload.slo(ctx.latency_metric)  # type: ignore[arg-type]
         pct = slo.percentile if slo is not None else 50.0
     return f"p{pct:g} under load"
+
+
+def _faint_trace(gpu: str, color: str, x_ms: np.ndarray, y: np.ndarray, customdata: Any, hover: str) -> go.Scatter:
+    """The infeasible points of one accelerator, drawn faint in its colour."""
+    return go.Scatter(
+        x=x_ms,
+        y=y,
+        mode="markers",
+        name=f"{gpu} (infeasible)",
+        legendgroup=gpu,
+        marker={"color": color, "opacity": 0.3, "size": 6, "symbol": "x-thin", "line": {"width": 1, "color": color}},
+        customdata=customdata,
+        hovertemplate=hover,
+    )
