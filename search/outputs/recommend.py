@@ -20,7 +20,6 @@ from search.outputs.candidates import (
     GB,
     KINDS,
     SENSITIVITY_FACTORS,
-    TITLES,
     SweepContext,
     _budget_ok,
     _candidates,
@@ -35,6 +34,7 @@ from search.outputs.candidates import (
     compute_dtype,
     label,
 )
+from search.outputs.fidelity import headline, row_stage
 from search.outputs.launch import launch_commands
 from search.sweeps import LATENCY_METRICS, PROBE_MEASURED
 
@@ -111,6 +111,7 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "bound": bound,
         "bound_hint": BOUND_HINTS.get(bound or "", ""),
         "basis": _basis(ctx, r),
+        "stage": row_stage(r),
     }
 
 
@@ -119,7 +120,7 @@ def _basis(ctx: SweepContext, r: dict[str, Any]) -> str:
     a probe of its decoder layer on a GPU of its type (probe sweeps)."""
     if r.get("probe_status") == PROBE_MEASURED:
         return "measured: one decoder layer timed on the GPU, the rest of the model around it"
-    if ctx.spec.evaluator == "simulator":
+    if ctx.spec.evaluator == "simulator" or row_stage(r) == "simulated":
         return "simulated: continuous batching replayed under the workload's arrivals"
     return "modelled: the analytic cost model"
 
@@ -269,7 +270,7 @@ def recommendations(
         if i is None:
             out[kind] = None
             continue
-        rec = {"kind": kind, "title": TITLES[kind], **_describe(ctx, t, i)}
+        rec = {"kind": kind, "title": headline(kind, t.rows[i]), **_describe(ctx, t, i)}
         rec["reason"] = _reason(ctx, t, kind, i, int(mask.sum()), int(front.size))
         changes: list[str] = []
         if kind == "cheapest":

@@ -147,7 +147,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
     for kind in KINDS:
         r = recs.get(kind)
         if r is None:
-            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 8]))
+            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 9]))
             continue
         rows.append(
             (
@@ -163,6 +163,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
                     _mtok(r[COST]),
                     _lat(r["ttft_s"]),
                     _lat(r["tpot_s"]),
+                    _e(r.get("stage") or "analytic"),
                 ],
             )
         )
@@ -178,6 +179,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
             "$/Mtok",
             "TTFT",
             "TPOT",
+            "latencies",
         ],
         rows,
         numeric={6, 7, 8, 9},

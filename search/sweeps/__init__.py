@@ -6,6 +6,7 @@ from search._exports import lazy_exports
 
 _EXPORTS = {
     "AnalyticEvaluator": "analytic",
+    "AUTO_EXHAUSTIVE_LIMIT": "spec",
     "code_version": "control",
     "Dimension": "space",
     "EvalResult": "evaluation",
@@ -19,6 +20,7 @@ _EXPORTS = {
     "make_evaluator": "evaluators",
     "MAXIMIZED": "spec",
     "merge_fronts": "pareto",
+    "neighbourhood": "staged",
     "METRIC_COLUMNS": "evaluation",
     "normalized_hypervolume": "pareto",
     "OBJECTIVE_METRICS": "spec",
@@ -31,6 +33,8 @@ _EXPORTS = {
     "run_sweep": "driver",
     "SearchSpace": "space",
     "SimulatorEvaluator": "simulated",
+    "stage_of": "evaluation",
+    "STAGES": "evaluation",
     "SpecError": "spec",
     "start_sweep": "driver",
     "StopCheck": "control",
