@@ -217,7 +217,8 @@ def _result_from_points(points: list[dict], constraint_names: list[str]) -> Eval
     """An EvalResult of stored front points (all feasible), without evaluating them again."""
     if not points:
         return None
-    metric_names = [k for k in points[0]["metrics"] if k != "constraints"]
+    # stage_code is written by EvalResult.rows, not an evaluator's column
+    metric_names = [k for k in points[0]["metrics"] if k not in ("constraints", "stage_code")]
     return EvalResult(
         ids=np.array([p["id"] for p in points], dtype=np.int64),
         feasible=np.ones(len(points), dtype=bool),

@@ -102,6 +102,7 @@ def _run_staged(
         def checkpoint(
             part: dict[str, Any], stage: str = stage, spent: float = spent, started: float = started
         ) -> None:
+            part = {k: v for k, v in part.items() if k != "done_shards"}  # the shards are stored (get_shards)
             record({**part, "stage": stage, "status": "running", "seconds": spent + time.monotonic() - started})
 
         record({**(before or {}), "stage": stage, "status": "running"})
@@ -168,7 +169,7 @@ def _analytic_stage(
         s = _run_exhaustive(
             store, name, aspec, workers, progress, before, should_stop, front_kind="analytic", write_summary=checkpoint
         )
-        entry = {k: v for k, v in s.items() if k != "kind"}
+        entry = {k: v for k, v in s.items() if k not in ("kind", "done_shards")}
         entry.update(status="done", tier="exhaustive")
     else:
         aspec = spec.model_copy(update={"sampler": "tpe", "evaluator": "analytic"})
