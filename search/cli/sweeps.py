@@ -324,7 +324,8 @@ def front(
         cells = []
         for c in shown:
             header, fmt = _front_column(c, percentiles.get(c))
-            table.add_column(header, justify="left" if c in ("accelerator", "weights", "kv_cache") else "right")
+            words = c in ("accelerator", "weights", "kv_cache", "stage")
+            table.add_column(header, justify="left" if words else "right")
             cells.append(fmt)
         for r in rows:
             table.add_row(*[fmt(r.get(c)) for c, fmt in zip(shown, cells, strict=True)])
