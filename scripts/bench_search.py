@@ -11,6 +11,11 @@
    without seeding from that front.
 4. An exhaustive sweep of a 10-million-configuration space and the driver's peak resident
    memory (target < 1.5 GB: shards stream through, only fronts come back).
+5. The default multi-fidelity sweep (`sampler: auto`) of examples/llama-70b-chat.yaml beside
+   the TPE-only sweep it replaced (sampler tpe, analytic evaluator, 300 trials: the example
+   before auto), each end to end on a SQLite file including a fresh `ray.init(address="local")`:
+   seconds, the analytic stage's hypervolume ratio to the exact front (target 1.000) and the
+   simulated front (target: auto in <= 15 s on a 2-core machine). `--only fidelity` runs this alone.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def peak_rss_mb() -> float:
 
 def persistence(trials: int, pg_admin: str | None, tmp: Path) -> dict:
     spec, text = load_spec(EXAMPLE)
-    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": trials})})
+    spec = spec.model_copy(update={"sampler": "tpe", "budget": spec.budget.model_copy(update={"trials": trials})})
 
     def timed(store: Store, storage: optuna.storages.BaseStorage | None, label: str) -> float:
         name = f"bench-{label}"
@@ -193,6 +198,62 @@ def big_exhaustive(size: int, tmp: Path, workers: int) -> dict:
     }
 
 
+def fidelity(tmp: Path, workers: int = 2, tpe_trials: int = 300) -> dict:
+    """The auto sweep of the flagship example and the TPE-only sweep it replaced, end to end."""
+    spec, text = load_spec(EXAMPLE)
+    tpe = spec.model_copy(
+        update={
+            "sampler": "tpe",
+            "evaluator": "analytic",
+            "budget": spec.budget.model_copy(update={"trials": tpe_trials}),
+        }
+    )
+    out: dict = {"space_size": SearchSpace(spec).size, "workers": workers}
+    for label, sweep_spec in (("tpe_only", tpe), ("auto", spec)):
+        ray.shutdown()
+        t0 = time.perf_counter()
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray_s = time.perf_counter() - t0
+        store = Store(f"sqlite:///{tmp}/fidelity-{label}.db")
+        name = start_sweep(store, sweep_spec, text, f"fidelity-{label}", workers=workers)
+        s = run_sweep(store, name, workers=workers)
+        total = time.perf_counter() - t0
+        row = {"seconds": total, "ray_start_s": ray_s, "evaluated": s["evaluated"], "front_size": s["front_size"]}
+        if label == "tpe_only":
+            row.update(trials=s["trials"], hypervolume_ratio=s.get("hypervolume_ratio"))
+            print(
+                f"  TPE only ({tpe_trials} trials, analytic): {total:5.1f} s end to end (Ray start {ray_s:.1f} s), "
+                f"front {s['front_size']}, hypervolume ratio {s.get('hypervolume_ratio') or 0:.3f}"
+            )
+        else:
+            stages = {st["stage"]: st for st in s["stages"]}
+            a, sim, meas = stages["analytic"], stages["simulated"], stages["measured"]
+            row.update(
+                analytic_seconds=a["seconds"],
+                analytic_front_size=a["front_size"],
+                analytic_hypervolume_ratio=a.get("hypervolume_ratio"),
+                simulated_seconds=sim.get("seconds"),
+                simulated_evaluated=sim.get("evaluated"),
+                simulated_seeds=sim.get("seeds"),
+                simulated_front_size=sim.get("front_size"),
+                simulated_requests=sim.get("requests"),
+                measured=meas.get("status") + (f": {meas['reason']}" if meas.get("reason") else ""),
+            )
+            print(
+                f"  auto: {total:5.1f} s end to end (target <= 15 s; Ray start {ray_s:.1f} s)\n"
+                f"    analytic  {a['seconds']:5.1f} s: {a['evaluated']:,} configurations, exact front "
+                f"{a['front_size']}, hypervolume ratio {a.get('hypervolume_ratio') or 0:.3f}\n"
+                f"    simulated {sim.get('seconds') or 0:5.1f} s: {sim.get('evaluated')} configurations "
+                f"({sim.get('seeds')} seeds: front + neighbourhood; {sim.get('requests')} requests each), "
+                f"simulated front {sim.get('front_size')}\n"
+                f"    measured  {row['measured']}"
+            )
+        out[label] = row
+        store.close()
+    ray.shutdown()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=150)
@@ -204,10 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exhaustive-size", type=int, default=1_000_000)
     p.add_argument("--big", type=int, default=10_000_000)
     p.add_argument("--json", type=Path)
+    p.add_argument("--only", choices=["fidelity"], help="run one section alone")
     args = p.parse_args(argv)
     results: dict = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.only == "fidelity":
+            print("5. multi-fidelity (auto) vs TPE only, examples/llama-70b-chat.yaml, end to end:")
+            results["fidelity"] = fidelity(tmp)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
+            return 0
         print("1. persistence (guided driver, TPE, in-process evaluation):")
         results["persistence"] = persistence(args.trials, args.pg_url or None, tmp)
         print("3. guided hypervolume vs the exact front (examples/llama-70b-chat.yaml, not seeded):")
@@ -216,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         results["exhaustive"] = exhaustive_rate([1, 2], args.exhaustive_size, tmp)
         print(f"4. exhaustive sweep of ~{args.big:,} configurations (2 workers):")
         results["big"] = big_exhaustive(args.big, tmp, 2)
+        print("5. multi-fidelity (auto) vs TPE only, examples/llama-70b-chat.yaml, end to end:")
+        results["fidelity"] = fidelity(tmp)
     ray.shutdown()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

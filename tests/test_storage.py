@@ -164,7 +164,7 @@ def test_existing_optuna_study_untouched(fresh_url: str, tmp_path) -> None:
     engine = sa.create_engine(fresh_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == optuna_version
-        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0005"]
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0006"]
     engine.dispose()
     loaded = optuna.load_study(study_name="s", storage=fresh_url)
     assert len(loaded.trials) == 3
@@ -470,7 +470,7 @@ def test_a_database_at_0002_upgrades_to_allow_cancelled_and_keeps_its_data(fresh
     with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:  # the CHECK still holds
         conn.execute(sa.text("UPDATE svc_sweeps SET status = 'bogus'"))
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0005"
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0006"
     store.close()
 
 

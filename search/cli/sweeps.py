@@ -198,7 +198,27 @@ def _summary_line(s: dict) -> str:
             parts.append(f"\n  {n} probe candidate(s) stayed analytic: {status}")
     for gpu, why in (s.get("probe_analytic") or {}).items():
         parts.append(f"\n  {gpu} candidates stayed analytic: {why}")
+    parts += [f"\n  {_stage_line(st)}" for st in s.get("stages") or []]
     return "done: " + "  ".join(parts)
+
+
+def _stage_line(st: dict) -> str:
+    """One stage of a multi-fidelity sweep: its counts, seconds and hypervolume, or why it was skipped."""
+    if st.get("status") == "skipped":
+        return f"{st['stage']}: skipped: {st.get('reason')}"
+    keys = (
+        "tier",
+        "sampler",
+        "seeds",
+        "evaluated",
+        "feasible",
+        "measured",
+        "front_size",
+        "hypervolume",
+        "hypervolume_ratio",
+    )
+    fields = "  ".join(f"{k}={_fmt(st[k])}" for k in keys if st.get(k) is not None)
+    return f"{st['stage']} ({st.get('status')}, {_fmt(st.get('seconds'))} s): {fields}"
 
 
 def ls(storage: StorageOpt = None) -> None:
@@ -299,7 +319,7 @@ def front(
     else:
         config = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill")
         shown = [c for c in columns if c in config or c.startswith("objective_")]
-        shown += [c for c in ("replicas", "total_gpus", "usd_per_hour") if c in columns]
+        shown += [c for c in ("replicas", "total_gpus", "usd_per_hour", "stage") if c in columns]
         percentiles = {
             f"objective_{o['metric']}": o.get("percentile", 50.0) for o in store.get_sweep(name)["spec"]["objectives"]
         }
@@ -307,7 +327,8 @@ def front(
         cells = []
         for c in shown:
             header, fmt = _front_column(c, percentiles.get(c))
-            table.add_column(header, justify="left" if c in ("accelerator", "weights", "kv_cache") else "right")
+            words = c in ("accelerator", "weights", "kv_cache", "stage")
+            table.add_column(header, justify="left" if words else "right")
             cells.append(fmt)
         for r in rows:
             table.add_row(*[fmt(r.get(c)) for c, fmt in zip(shown, cells, strict=True)])

@@ -9,13 +9,18 @@ from typing import Any
 import numpy as np
 
 from search.outputs.candidates import SweepContext, _candidates, _front, _table, rows_from, sweep_context
+from search.outputs.fidelity import stage_counts, verified_rows
 from search.outputs.procurement import per_accelerator_best, price_sensitivity, rent_vs_own
 from search.outputs.recommend import recommendations
 
 
 def analyze(ctx: SweepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything: recommendations (with what would change them), price sensitivity, rent vs
-    own, the best per accelerator, and the candidates' front (row ids, fastest first)."""
+    own, the best per accelerator, and the candidates' front (row ids, fastest first). Where
+    the sweep simulated any rows, only simulated and measured rows are considered
+    (search.outputs.fidelity)."""
+    stages = stage_counts(rows)
+    rows = verified_rows(rows)
     sensitivity = price_sensitivity(ctx, rows)
     recs = recommendations(ctx, rows, sensitivity)
     t = _table(ctx, rows)
@@ -35,6 +40,7 @@ def analyze(ctx: SweepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "each objective log-transformed and min-max normalized over the front"
         ),
         "stored_rows": len(t),
+        "stages": stages,
         "candidates": int(mask.sum()),
         "recommendations": recs,
         "rent_vs_own": rent_vs_own(ctx, recs),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from search.sweeps import stage_of
+
 
 class FrontError(LookupError):
     """The sweep does not exist or has no final front yet; the message says which."""
 
 
 def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
-    """(column names, flat rows) of a sweep's final front, sorted by the first objective."""
+    """(column names, flat rows) of a sweep's final front, sorted by the first objective; each
+    row says which `stage` produced its latencies (analytic, simulated or measured)."""
     s = store.get_sweep(name)
     if s is None:
         raise FrontError(f"no sweep named {name!r} in {store.url}")
@@ -21,6 +24,7 @@ def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
     rows = []
     for p in f["points"]:
         row = {k: v for k, v in p.items() if k not in ("objectives", "metrics", "id")}
+        row["stage"] = stage_of(p.get("metrics"))
         row.update({f"objective_{m}": v for m, v in zip(objectives, p["objectives"], strict=True)})
         row.update(_metric_columns(p["metrics"]))
         rows.append(row)
@@ -42,7 +46,7 @@ def evaluation_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
     rows = []
     for e in store.get_evaluations(name):
         row = {k: v for k, v in e["config"].items() if k != "id"}
-        row.update(feasible=e["feasible"], reason=e.get("reason"))
+        row.update(feasible=e["feasible"], reason=e.get("reason"), stage=stage_of(e.get("metrics"), e.get("evaluator")))
         row.update(_metric_columns(e.get("metrics") or {}))
         rows.append(row)
     return list(dict.fromkeys(k for r in rows for k in r)), rows

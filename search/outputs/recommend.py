@@ -21,7 +21,6 @@ from search.outputs.candidates import (
     GB,
     KINDS,
     SENSITIVITY_FACTORS,
-    TITLES,
     SweepContext,
     _budget_ok,
     _candidates,
@@ -36,6 +35,7 @@ from search.outputs.candidates import (
     compute_dtype,
     label,
 )
+from search.outputs.fidelity import headline, row_stage
 from search.outputs.launch import launch_commands
 from search.sweeps import LATENCY_METRICS, PROBE_MEASURED
 
@@ -116,6 +116,7 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "bound": bound,
         "bound_hint": BOUND_HINTS.get(bound or "", ""),
         "basis": _basis(ctx, r),
+        "stage": row_stage(r),
     }
 
 
@@ -124,7 +125,7 @@ def _basis(ctx: SweepContext, r: dict[str, Any]) -> str:
     a probe of its decoder layer on a GPU of its type (probe sweeps)."""
     if r.get("probe_status") == PROBE_MEASURED:
         return "measured: one decoder layer timed on the GPU, the rest of the model around it"
-    if ctx.spec.evaluator == "simulator":
+    if ctx.spec.evaluator == "simulator" or row_stage(r) == "simulated":
         return "simulated: continuous batching replayed under the workload's arrivals"
     return "modelled: the analytic cost model"
 
@@ -299,7 +300,7 @@ def recommendations(
         if i is None:
             out[kind] = None
             continue
-        rec = {"kind": kind, "title": TITLES[kind], **_describe(ctx, t, i)}
+        rec = {"kind": kind, "title": headline(kind, t.rows[i]), **_describe(ctx, t, i)}
         quickest = _pick_fastest(t, mask, t.cost) if kind == "fastest" else None
         rec["reason"] = _reason(ctx, t, kind, i, int(mask.sum()), int(front.size), quickest)
         changes: list[str] = []

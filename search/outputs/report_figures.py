@@ -26,6 +26,7 @@ from objectives.compute import (
 from objectives.timing import forward_time_s
 from search.outputs.candidates import SweepContext, candidate_mask, label
 from search.outputs.report_html import _lat, _usd
+from search.sweeps import stage_of
 
 MAX_POINTS_PER_TRACE = 3000  # candidates shown per accelerator (front and recommendations always)
 MAX_FAINT_PER_TRACE = 1500  # infeasible points shown per accelerator
@@ -262,6 +263,7 @@ def _hover_data(rows: list[dict[str, Any]], idx: np.ndarray) -> list[list[Any]]:
                 _usd(r.get("usd_per_hour")),
                 int(r.get("replicas") or 0),
                 r.get("reason") or "meets every constraint",
+                stage_of(r),
             ]
         )
     return out
@@ -269,7 +271,8 @@ def _hover_data(rows: list[dict[str, Any]], idx: np.ndarray) -> list[list[Any]]:
 
 HOVER = (
     "<b>%{customdata[0]}</b><br>TTFT %{customdata[1]}, TPOT %{customdata[2]}<br>"
-    "%{customdata[3]}/h · %{customdata[4]} replicas · $%{y:.3g}/Mtok<br>%{customdata[5]}<extra>%{fullData.name}</extra>"
+    "%{customdata[3]}/h · %{customdata[4]} replicas · $%{y:.3g}/Mtok<br>%{customdata[5]}<br>"
+    "latencies: %{customdata[6]}<extra>%{fullData.name}</extra>"
 )
 
 
@@ -369,7 +372,7 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
     fig.update_layout(
         template="plotly_white",
         title=f"{metric} against {ctx.cost_words} (each point a stored configuration)",
-        xaxis={"type": "log", "title": f"{metric} (ms, {_latency_kind(ctx)})"},
+        xaxis={"type": "log", "title": f"{metric} (ms, {_latency_kind(ctx)}; each point's stage in its hover)"},
         yaxis={"type": "log", "title": ctx.cost_words},
         height=560,
         margin={"l": 60, "r": 20, "t": 50, "b": 50},

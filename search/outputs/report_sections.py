@@ -177,7 +177,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
     for kind in KINDS:
         r = recs.get(kind)
         if r is None:
-            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 10]))
+            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 11]))
             continue
         rows.append(
             (
@@ -195,6 +195,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
                     _lat(r["tpot_s"]),
                     _mtok(r["usd_per_request"]),
                     _mtok(r["usd_per_million_total_tokens"]),
+                    _e(r.get("stage") or "analytic"),
                 ],
             )
         )
@@ -212,6 +213,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
             "TPOT",
             "$/request",
             "$/Mtok in+out",
+            "latencies",
         ],
         rows,
         numeric={6, 7, 8, 9, 10, 11},

@@ -15,7 +15,7 @@ _MAX_KEY = 512
 
 
 SWEEP_STATUSES = ("pending", "running", "finished", "failed", "interrupted", "cancelled")
-FRONT_KINDS = ("exhaustive", "guided", "partial", "final")
+FRONT_KINDS = ("exhaustive", "guided", "partial", "final", "analytic", "simulated")
 CALIBRATION_KINDS = ("probe", "measurements")
 TABLE_PREFIX = "svc_"
 VERSION_TABLE = "svc_alembic_version"

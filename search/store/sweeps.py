@@ -199,6 +199,40 @@ class SweepRecords:
             result = conn.execute(stmt, list(values.values()))
             return len(result.all())
 
+    def replace_evaluations(self, name: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert evaluations, replacing any stored row of the same config_key (an upsert, in one
+        transaction): a higher-fidelity evaluation supersedes a lower one — every field but the
+        key is overwritten, so what the caller wants kept of the old row (e.g. the analytic
+        latencies as `analytic_*` metrics) must be in the new one. Returns the rows written."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        now = _utcnow()
+        with self._write() as conn:
+            sweep_id = self._sweep_id(conn, name)
+            self._fence(conn, name)  # type: ignore[attr-defined]
+            values: dict[str, dict[str, Any]] = {}
+            for i, row in enumerate(rows):  # validate everything before writing anything; the last row of a key wins
+                value = _evaluation_row(row, i, sweep_id, now)
+                values[value["config_key"]] = value
+            stmt = self._insert(EVALUATIONS)
+            replaced = (
+                "config",
+                "feasible",
+                "reason",
+                "metrics",
+                "objectives",
+                "trial_number",
+                "evaluator",
+                "measured",
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["sweep_id", "config_key"],
+                set_={c: stmt.excluded[c] for c in (*replaced, "created_at")},
+            ).returning(EVALUATIONS.c.id)
+            result = conn.execute(stmt, list(values.values()))
+            return len(result.all())
+
     def add_shard(
         self,
         name: str,

@@ -1,6 +1,7 @@
 """The sweep driver: create a sweep record (`start_sweep`) and run it (`run_sweep`) under its lease,
-exhaustive (search.sweeps.exhaustive) or guided (search.sweeps.guided), storing as it goes; a
-killed driver's sweep resumes from the database and nothing is evaluated twice."""
+in stages of rising fidelity (`sampler: auto`, search.sweeps.staged), exhaustive
+(search.sweeps.exhaustive) or guided (search.sweeps.guided), storing as it goes; a killed
+driver's sweep resumes from the database and nothing is evaluated twice."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from search.sweeps.exhaustive import _run_exhaustive
 from search.sweeps.guided import _run_guided
 from search.sweeps.pricing import price_table
 from search.sweeps.spec import SWEEP_NAME_PATTERN, SweepSpec
+from search.sweeps.staged import _run_staged
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger("servesweep.driver")
@@ -131,7 +133,9 @@ def _drive(
         ensure_ray(ray_address, workers)
     store.update_sweep(name, status="running", started_at=record.get("started_at") or _now(), error=None)
     try:
-        if spec.sampler == "exhaustive":
+        if spec.staged:
+            summary = _run_staged(store, name, spec, workers, progress, local, optuna_storage, should_stop)
+        elif spec.sampler == "exhaustive":
             summary = _run_exhaustive(store, name, spec, workers, progress, record.get("summary") or {}, should_stop)
         else:
             summary = _run_guided(store, name, spec, workers, progress, local, optuna_storage, should_stop)

@@ -19,6 +19,24 @@ from search.sweeps.space import SearchSpace
 
 PROBE_STATUS = ("not a candidate", "measured", "dtype not probed", "GPU type not in the cluster")
 PROBE_MEASURED = float(PROBE_STATUS.index("measured"))
+# Which fidelity produced a row's latencies (metric `stage_code`: the index): the analytic cost
+# model, the serving simulator (percentiles under load) or a probe on a real GPU.
+STAGES = ("analytic", "simulated", "measured")
+
+
+def stage_of(metrics: dict | None, evaluator: str | None = None) -> str:
+    """The stage ("analytic", "simulated" or "measured") of a stored row or front point from its
+    metrics: `stage_code` where stored, else what its columns show (rows stored before stages
+    were recorded: a probe's `probe_status`, the simulator's `sim_*` columns)."""
+    m = metrics or {}
+    code = m.get("stage_code")
+    if code is not None:
+        return STAGES[int(code)]
+    if m.get("probe_status") == PROBE_MEASURED:
+        return "measured"
+    if "sim_replicas" in m or evaluator == "simulator":
+        return "simulated"
+    return "analytic"
 
 
 # Metrics kept for every evaluation (stored, shown, exported).
@@ -80,6 +98,7 @@ class EvalResult:
         for i in range(len(self)):
             config = space.config(int(self.ids[i]))
             metrics = {k: _plain(v[i]) for k, v in self.metrics.items()}
+            metrics["stage_code"] = float(STAGES.index(stage_of(metrics)))
             metrics["constraints"] = {
                 n: _plain(c) for n, c in zip(self.constraint_names, self.constraints[i], strict=True)
             }

@@ -12,6 +12,7 @@ the reference that measures the guided tier.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,15 @@ def _run_exhaustive(
     progress: ProgressCallback | None,
     previous: dict,
     should_stop: StopCheck | None = None,
+    *,
+    front_kind: str = "final",
+    write_summary: Callable[[dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any]:
+    """Every configuration in Ray tasks (module docstring). A stage of a multi-fidelity sweep
+    (search.sweeps.staged) saves its front as `front_kind` and its checkpoints through
+    `write_summary` (default: the sweep's summary), with `previous` its last checkpoint."""
     space = SearchSpace(spec)
+    write_summary = write_summary or (lambda summary: store.update_sweep(name, summary=summary))
     size = space.size
     directions = [o.direction for o in spec.objectives]
     shard = int(previous.get("shard_size") or _shard_size(size, workers, spec.evaluator))
@@ -115,16 +123,15 @@ def _run_exhaustive(
     def checkpoint(final: bool = False) -> None:
         pts = _front_points(front, space, spec) if front is not None else []
         store.save_front(name, "final" if final else "partial", pts, None, None)
-        store.update_sweep(
-            name,
-            summary={
+        write_summary(
+            {
                 "kind": "exhaustive",
                 "shard_size": shard,
                 "done_shards": sorted(done),
                 "space_size": size,
                 **counts,
                 "reasons": reasons,
-            },
+            }
         )
 
     pending = [i for i in range(n_shards) if i not in done]
@@ -177,7 +184,7 @@ def _run_exhaustive(
         hv = normalized_hypervolume(objs, ideal, nadir)
     checkpoint()
     pts = _front_points(front, space, spec) if front is not None else []
-    store.save_front(name, "final", pts, hv, None)
+    store.save_front(name, front_kind, pts, hv, None)
     state.hypervolume = hv
     if progress:
         progress(state)
@@ -210,7 +217,8 @@ def _result_from_points(points: list[dict], constraint_names: list[str]) -> Eval
     """An EvalResult of stored front points (all feasible), without evaluating them again."""
     if not points:
         return None
-    metric_names = [k for k in points[0]["metrics"] if k != "constraints"]
+    # stage_code is written by EvalResult.rows, not an evaluator's column
+    metric_names = [k for k in points[0]["metrics"] if k not in ("constraints", "stage_code")]
     return EvalResult(
         ids=np.array([p["id"] for p in points], dtype=np.int64),
         feasible=np.ones(len(points), dtype=bool),

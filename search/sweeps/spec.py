@@ -11,7 +11,8 @@
     pricing: {basis: cloud}
     evaluator: analytic                 # or simulator (tail latencies; see `simulation`)
     simulation: {requests: 2000, arrivals: poisson}
-    sampler: tpe
+    sampler: auto                       # the default: multi-fidelity stages (below); or exhaustive,
+                                        # tpe, nsga2, gp: one tier with `evaluator`
     budget: {trials: 500}
     report: {fastest_tolerance: 0.05}   # "fastest": the cheapest within 5% of the fastest latency
     seed: 0
@@ -55,6 +56,8 @@ MAXIMIZED = {"output_tokens_per_s_per_gpu"}
 # exhaustive tier evaluates every configuration (a billion takes hours on a cluster).
 MAX_SPACE_SIZE = 2**62
 MAX_EXHAUSTIVE_SPACE_SIZE = 10**9
+# `sampler: auto` evaluates the whole space analytically up to this size (a TPE search beyond).
+AUTO_EXHAUSTIVE_LIMIT = 10**8
 # Simulator work per configuration (Simulation): requests served, replicas of a group simulated.
 MAX_SIMULATED_REQUESTS = 100_000
 MAX_SIMULATED_REPLICAS = 64
@@ -263,7 +266,13 @@ class SweepSpec(_Strict):
     simulation: Simulation = Field(default_factory=Simulation)
     probe: Probe = Field(default_factory=Probe)
     report: Report = Field(default_factory=Report)
-    sampler: Literal["tpe", "nsga2", "gp", "exhaustive"] = "tpe"
+    # auto (search.sweeps.staged): with the analytic evaluator (the default), a multi-fidelity
+    # sweep — the analytic model over the whole space (exhaustive up to AUTO_EXHAUSTIVE_LIMIT,
+    # else TPE), the simulator on that front, its neighbourhood and a TPE search seeded with
+    # them (workloads with an arrival rate), probes of the finalists where the cluster has their
+    # GPUs. With evaluator simulator or probe, auto is tpe on that evaluator. The explicit
+    # samplers run one tier with `evaluator`.
+    sampler: Literal["auto", "tpe", "nsga2", "gp", "exhaustive"] = "auto"
     budget: Budget = Field(default_factory=Budget)
     seed: int = 0
 
@@ -331,6 +340,17 @@ class SweepSpec(_Strict):
                 + (" or use a guided sampler (tpe, nsga2, gp)" if self.sampler == "exhaustive" else "")
             )
         return self
+
+    @property
+    def staged(self) -> bool:
+        """Whether this sweep runs in stages (search.sweeps.staged): sampler auto with the
+        analytic evaluator."""
+        return self.sampler == "auto" and self.evaluator == "analytic"
+
+    @property
+    def tier_sampler(self) -> str:
+        """The sampler a single-tier sweep runs: auto with evaluator simulator or probe is tpe."""
+        return "tpe" if self.sampler == "auto" else self.sampler
 
     def _space_values(self) -> dict[str, list]:
         values = {k: getattr(self.space, k) for k in ("tp", "pp", "ep", "weights", "kv_cache", "max_batch")}
