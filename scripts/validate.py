@@ -197,7 +197,16 @@ def interval_report(paths: list[Path], write: Path | None, summary_json: Path | 
     for name, rid, why in skipped:
         print(f"  skipped {name} {rid}: {why}")
     if write is not None:
-        table = fit_table(res, source_block(paths, res, _code_version()))
+        source = source_block(paths, res, _code_version())
+        source["held_out_coverage"] = {
+            "folds": "leave one model family out",
+            "overall": round(overall, 4),
+            "public_file": round(pub, 4),
+            "by_region": {
+                k: {"n": v["n"], "coverage": round(v["coverage"], 4)} for k, v in summary["by_region"].items()
+            },
+        }
+        table = fit_table(res, source)
         header = (
             "# Prediction intervals of the cost model (objectives/uncertainty.py): split-conformal 80 % bounds of\n"
             "# log(measured / predicted) per region, family-exchangeable. Written by\n"

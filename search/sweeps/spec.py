@@ -263,6 +263,9 @@ class SweepSpec(_Strict):
     simulation: Simulation = Field(default_factory=Simulation)
     probe: Probe = Field(default_factory=Probe)
     report: Report = Field(default_factory=Report)
+    # "point": optimize the predicted values; "p90": the pessimistic bound of each objective
+    # (latencies and costs at their 80 % interval's p90, throughputs at p10; objectives.uncertainty)
+    risk: Literal["point", "p90"] = "point"
     sampler: Literal["tpe", "nsga2", "gp", "exhaustive"] = "tpe"
     budget: Budget = Field(default_factory=Budget)
     seed: int = 0
