@@ -3,6 +3,7 @@
     python scripts/validate.py --measurements ../shared/reference/measurements.public.jsonl \
         [--summary-json OUT] [--calibration FILE] [--kernel-model [ENGINE]] [--quiet]
     python scripts/validate.py --kernels [--kernel-dir DIR]
+    python scripts/validate.py --intervals [--measurements FILE ...] [--write [PATH]] [--summary-json OUT]
 
 Prints predicted vs measured per row, the error by framework version, GPU and model, then the
 median and 90th-percentile absolute percentage error, the share within +-20 %, and the skipped
@@ -16,6 +17,13 @@ all-reduce from the kernel records of ENGINE, default trtllm) instead of the def
 database rows it summarizes (median / p90 |predicted / measured - 1|, as fitted by
 `servesweep kernels import`) per GPU, op and dtype, checks the rows each record keeps verbatim,
 and counts the records that meet the targets (median <= 5 %, p90 <= 15 %).
+
+--intervals fits the 80 % prediction intervals (objectives/uncertainty.py) to the residuals of
+every measurement file given (default: all four files of ../shared/reference/), prints the
+coverage of the intervals on leave-one-model-family-out folds — per region, per family, per file
+and per metric, then overall and on the public file alone (the target: 72-88 %) — and with
+--write stores the table fitted on all rows (default objectives/data/intervals.yaml) with its
+source: files, residual counts, code version and date.
 """
 
 from __future__ import annotations
@@ -26,15 +34,34 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from objectives.efficiency import default_efficiency
 from search.calibration import load_measurements, predict, summarize
+from search.calibration.intervals import (
+    REFERENCE_FILES,
+    coverage_by,
+    fit_table,
+    leave_one_family_out,
+    residuals,
+    source_block,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference"
+INTERVALS_FILE = ROOT / "objectives" / "data" / "intervals.yaml"
+TARGET = (0.72, 0.88)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--measurements", type=Path)
+    parser.add_argument("--measurements", type=Path, nargs="+")
+    parser.add_argument("--intervals", action="store_true", help="fit the prediction intervals, print coverage")
+    parser.add_argument(
+        "--write", type=Path, nargs="?", const=INTERVALS_FILE, default=None, help="store the fitted interval table"
+    )
     parser.add_argument("--kernels", action="store_true", help="report the kernel surfaces' fit errors")
     parser.add_argument("--kernel-dir", type=Path, help="kernel record directory (default: the shipped one)")
     parser.add_argument(
@@ -46,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.kernels:
         return kernel_report(args.kernel_dir)
+    if args.intervals:
+        return interval_report(
+            args.measurements or [REFERENCE / f for f in REFERENCE_FILES], args.write, args.summary_json
+        )
     if args.measurements is None:
-        parser.error("--measurements is required (or --kernels)")
+        parser.error("--measurements is required (or --kernels, --intervals)")
+    if len(args.measurements) > 1:
+        parser.error("give one --measurements file (several only with --intervals)")
+    args.measurements = args.measurements[0]
 
     efficiency = default_efficiency()
     if args.kernel_model:
@@ -106,6 +140,83 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  skipped {row.get('id', '?')} ({row.get('model')}, {row.get('gpu')}): {reason}")
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _code_version() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def interval_report(paths: list[Path], write: Path | None, summary_json: Path | None) -> int:
+    """Coverage of the 80 % intervals on leave-one-model-family-out folds; --write the table."""
+    paths = [Path(p) for p in paths if Path(p).exists()]
+    res, skipped = residuals(paths)
+    folds = leave_one_family_out(res)
+    print(f"residuals: {len(res)} from {len(paths)} files ({len(skipped)} rows skipped)")
+    print("\ncoverage of the 80 % intervals, each model family held out in turn:")
+    summary: dict = {}
+    for key in ("region", "family", "file", "metric"):
+        table = coverage_by(folds, key)
+        summary["by_" + key] = table
+        print(f"\nby {key}:")
+        print(f"  {key:<44} {'rows':>5} {'coverage':>9} {'extrap.':>8} {'width x':>8}")
+        for name, c in table.items():
+            print(
+                f"  {name:<44} {c['n']:>5} {c['coverage']:>9.1%} {c['extrapolated']:>8.0%} "
+                f"{np.exp(c['median_width']):>8.2f}"
+            )
+    overall = float(np.mean([f.covered for f in folds])) if folds else float("nan")
+    public = [f for f in folds if f.residual.file == "measurements.public.jsonl"]
+    # the target is on the public file's own folds (its families held out of its own rows)
+    public_only = leave_one_family_out([x for x in res if x.file == "measurements.public.jsonl"])
+    pub = float(np.mean([f.covered for f in public_only])) if public_only else float("nan")
+    summary.update(
+        overall={"n": len(folds), "coverage": overall},
+        public_rows_all_files={
+            "n": len(public),
+            "coverage": float(np.mean([f.covered for f in public])) if public else None,
+        },
+        public_only={"n": len(public_only), "coverage": pub},
+        target=list(TARGET),
+    )
+    print(f"\noverall coverage (all files, {len(folds)} rows): {overall:.1%}")
+    if public_only:
+        ok = TARGET[0] <= pub <= TARGET[1]
+        print(
+            f"public file, its own leave-one-model-family-out folds ({len(public_only)} rows): {pub:.1%}   "
+            f"target {TARGET[0]:.0%}-{TARGET[1]:.0%}: {'met' if ok else 'MISSED'}"
+        )
+    for name, rid, why in skipped:
+        print(f"  skipped {name} {rid}: {why}")
+    if write is not None:
+        source = source_block(paths, res, _code_version())
+        source["held_out_coverage"] = {
+            "folds": "leave one model family out",
+            "overall": round(overall, 4),
+            "public_file": round(pub, 4),
+            "by_region": {
+                k: {"n": v["n"], "coverage": round(v["coverage"], 4)} for k, v in summary["by_region"].items()
+            },
+        }
+        table = fit_table(res, source)
+        header = (
+            "# Prediction intervals of the cost model (objectives/uncertainty.py): split-conformal 80 % bounds of\n"
+            "# log(measured / predicted) per region, family-exchangeable. Written by\n"
+            "#   python scripts/validate.py --intervals --write\n"
+            f"# Leave-one-model-family-out coverage when written: {overall:.1%} (all files), {pub:.1%} (public file).\n"
+        )
+        table.write(write, header)
+        print(f"\nwrote {write} ({len(table.regions)} region keys)")
+    if summary_json:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -247,16 +247,20 @@ def _print_estimate(r: dict) -> None:
             at = f" p{r['latency_percentile']:g}"
         else:
             s, at = Table(title="serving (steady state at the batch)", show_header=False), ""
-        s.add_row("TTFT" + at, _fmt_s(r["ttft_s"]))
-        s.add_row("TPOT" + at, _fmt_s(r["tpot_s"]))
-        s.add_row("end-to-end" + at, _fmt_s(r["e2e_s"]))
-        s.add_row("output tokens/s per GPU", f"{r['output_tokens_per_s_per_gpu']:.1f}")
+        s.add_row("TTFT" + at, _fmt_s(r["ttft_s"]) + _iv(r, "ttft_s", _fmt_s))
+        s.add_row("TPOT" + at, _fmt_s(r["tpot_s"]) + _iv(r, "tpot_s", _fmt_s))
+        s.add_row("end-to-end" + at, _fmt_s(r["e2e_s"]) + _iv(r, "e2e_s", _fmt_s))
+        s.add_row(
+            "output tokens/s per GPU",
+            f"{r['output_tokens_per_s_per_gpu']:.1f}" + _iv(r, "output_tokens_per_s_per_gpu", lambda v: f"{v:.1f}"),
+        )
         s.add_row("output tokens/s per user", f"{r['output_tokens_per_s_per_user']:.1f}")
         s.add_row("energy per output token", f"{r['energy_j_per_output_token']:.2f} J (at TDP)")
         s.add_row(
             f"cost ({r['pricing']})",
             f"${r['usd_per_hour']:.2f}/h for {r['replicas']} replica(s), "
-            f"${r['usd_per_million_output_tokens']:.3f} per million output tokens",
+            f"${r['usd_per_million_output_tokens']:.3f} per million output tokens"
+            + _iv(r, "usd_per_million_output_tokens", lambda v: f"${v:.3f}"),
         )
         s.add_row(
             "cost per request / per total token",
@@ -264,6 +268,7 @@ def _print_estimate(r: dict) -> None:
             f"${r['usd_per_million_total_tokens']:.3f} per million input + output tokens",
         )
         console.print(s)
+        _print_evidence(r)
         say(
             f"decode step bound: {r['decode_bound']}; prefill bound: {r['prefill_bound']}; "
             f"whole cycle (prefill included): {r['bound']} — the cycle is {r['osl']} decode steps plus one "
@@ -278,6 +283,24 @@ def _print_estimate(r: dict) -> None:
     )
     for note in r["notes"]:
         say(note, "note: ", "yellow")
+
+
+def _iv(r: dict, key: str, fmt: Any) -> str:
+    """' (80%: a - b)' beside a predicted value, from its region's validation residuals."""
+    iv = (r.get("intervals") or {}).get(key)
+    return f" (80%: {fmt(iv['p10'])} – {fmt(iv['p90'])})" if iv else ""
+
+
+def _print_evidence(r: dict) -> None:
+    """Which validation rows stand behind the intervals, and which metrics are extrapolated."""
+    for metric, e in (r.get("evidence") or {}).items():
+        text = f"{metric}: {e['region_rows']} validation rows in {e['region'].rsplit('/', 1)[0]}"
+        if e["extrapolated"]:
+            text += (
+                f" — extrapolated: interval from {e['used'].rsplit('/', 1)[0]} ({e['used_rows']} rows), "
+                f"{e['widen']:g}x wider"
+            )
+        say(text, "evidence: ", "yellow" if e["extrapolated"] else "")
 
 
 def register(app: typer.Typer) -> None:

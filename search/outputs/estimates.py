@@ -16,6 +16,7 @@ from objectives.efficiency import EfficiencyModel
 from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
+from search.outputs.intervals import engine_of, nested
 
 GB = 1e9
 
@@ -238,4 +239,7 @@ def estimate(
         },
         "notes": notes,
     }
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
+    result = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
+    # p10 / p90 beside each predicted number, from the validation residuals of its region
+    result.update(nested(result, model=spec.id, gpu=accel.id, weights=scheme.name, engine=engine_of(efficiency)))
+    return result

@@ -28,9 +28,19 @@ def front_rows(store: Any, name: str) -> tuple[list[str], list[dict]]:
         row.update({f"objective_{m}": v for m, v in zip(objectives, p["objectives"], strict=True)})
         row.update(_metric_columns(p["metrics"]))
         rows.append(row)
+    _add_intervals(rows, s["spec"])
     rows.sort(key=lambda r: (r[f"objective_{objectives[0]}"] is None, r[f"objective_{objectives[0]}"]))
     columns = list(dict.fromkeys(k for r in rows for k in r))
     return columns, rows
+
+
+def _add_intervals(rows: list[dict], spec: dict[str, Any]) -> None:
+    """Each row's 80 % interval columns (`<metric>_p10` / `_p90`), `extrapolated` and `evidence`
+    (search.outputs.intervals), from its accelerator, weights and the sweep's model."""
+    from search.outputs.intervals import DEFAULT_ENGINE, flat
+
+    for row in rows:
+        row.update(flat(row, model=str(spec.get("model")), engine=DEFAULT_ENGINE))
 
 
 def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:

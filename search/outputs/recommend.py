@@ -13,6 +13,7 @@ import numpy as np
 
 from objectives.quantization import get_scheme
 from objectives.serving import BOUNDS
+from objectives.uncertainty import FOLLOWS
 from search.outputs.candidates import (
     BUDGET_CONSTRAINT,
     CONFIG_FIELDS,
@@ -36,6 +37,7 @@ from search.outputs.candidates import (
     label,
 )
 from search.outputs.fidelity import headline, row_stage
+from search.outputs.intervals import engine_of, nested, overlap
 from search.outputs.launch import launch_commands
 from search.sweeps import LATENCY_METRICS, PROBE_MEASURED
 
@@ -117,7 +119,21 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "bound_hint": BOUND_HINTS.get(bound or "", ""),
         "basis": _basis(ctx, r),
         "stage": row_stage(r),
+        **_intervals(ctx, r),
     }
+
+
+def _intervals(ctx: SweepContext, r: dict[str, Any]) -> dict[str, Any]:
+    """p10 / p90 of the pick's predicted numbers, the evidence and the extrapolated flag."""
+    values = {k: _num(r.get(k)) for k in FOLLOWS}
+    values["output_tokens_per_s"] = _num(r.get("output_tokens_per_s"))
+    return nested(
+        values,
+        model=ctx.spec.model,
+        gpu=r["accelerator"],
+        weights=r["weights"],
+        engine=engine_of(ctx.evaluator.efficiency),
+    )
 
 
 def _basis(ctx: SweepContext, r: dict[str, Any]) -> str:
@@ -350,4 +366,39 @@ def recommendations(
             compute_dtype=rec["compute_dtype"],
         )
         out[kind] = rec
+    _within_error(ctx, out)
     return out
+
+
+def probe_command(ctx: SweepContext, rec: dict[str, Any]) -> str:
+    """The `servesweep probe` that measures a pick's GPU with its model's shapes (its GPUs per
+    replica for the all-reduce)."""
+    gpus = int(rec.get("gpus_per_replica") or 1)
+    ray_type = str(rec["accelerator"]).split("-")[0]
+    cmd = f"servesweep probe --accelerator-type {ray_type} --model {ctx.spec.model}"
+    if gpus > 1:
+        cmd += f" --gpus {gpus}"
+    return cmd + f" -o calibrations/probe-{str(rec['accelerator']).lower()}.json"
+
+
+def _within_error(ctx: SweepContext, recs: dict[str, dict[str, Any] | None]) -> None:
+    """Picks whose 80 % intervals overlap on both the latency and the cost axis are within the
+    model's error of each other: each says so, with the probes that would settle it."""
+    axes = (ctx.latency_column, ctx.cost_column)
+    for kind, rec in recs.items():
+        if rec is None:
+            continue
+        rec["within_error"] = []
+        for other_kind, other in recs.items():
+            if other is None or other_kind == kind or other["id"] == rec["id"]:
+                continue
+            if len(overlap(rec, other, axes)) < len(axes):
+                continue
+            probes = list(dict.fromkeys([probe_command(ctx, rec), probe_command(ctx, other)]))
+            rec["within_error"].append(
+                {"kind": other_kind, "id": other["id"], "label": other["label"], "probes": probes}
+            )
+            rec["what_would_change"].append(
+                f"Within the model's error of the {other_kind} pick ({other['label']}): their 80 % intervals overlap "
+                f"in {ctx.latency_metric.upper()} and {ctx.cost_words} — measure both: " + "; ".join(probes) + "."
+            )

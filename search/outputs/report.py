@@ -24,6 +24,7 @@ import plotly.io as pio
 from search.outputs.analysis import analyze
 from search.outputs.candidates import KINDS, SweepContext, rows_from, sweep_context
 from search.outputs.infeasible import nothing_fits_reasons
+from search.outputs.report_accuracy import accuracy_section
 from search.outputs.report_figures import PLOT_CONFIG, _pareto_figure, _roofline_figure, roofline_data
 from search.outputs.report_html import CSS, _e, _table
 from search.outputs.report_sections import (
@@ -151,6 +152,7 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
             ("question", "question"),
             ("pareto", "Pareto chart"),
             ("recommendations-detail", "recommendations"),
+            ("accuracy", "how accurate"),
             ("rent-own", "rent vs own"),
             ("sensitivity", "price sensitivity"),
             ("roofline", "roofline"),
@@ -169,6 +171,7 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         _question(ctx, record, analysis),
         f"<h2 id=pareto>Pareto chart</h2>{pareto_html}<p class=note>{_e(caption)}</p>",
         f"<h2 id=recommendations-detail>Recommendations and why</h2><div class=cards>{cards}</div>",
+        "" if nothing_fits else accuracy_section(ctx, recs),
         _rent_own_section(analysis["rent_vs_own"], ctx),
         _sensitivity_section(ctx, analysis["price_sensitivity"], recs),
         "<h2 id=roofline>Why, as a picture: roofline</h2>"

@@ -342,6 +342,7 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
                 },
                 customdata=_hover_data(rows, np.array([i])),
                 hovertemplate=hover,
+                **_error_bars(rec, lat_col, cost_col, latency[i], cost[i]),
             )
         )
     for s in ctx.workload.slos:
@@ -381,6 +382,24 @@ def _pareto_figure(ctx: SweepContext, rows: list[dict[str, Any]], analysis: dict
     )
     _apply_log_ticks(fig)
     return fig, shown
+
+
+def _error_bars(rec: dict[str, Any], lat_col: str, cost_col: str, lat: float, cost: float) -> dict[str, Any]:
+    """Plotly error_x / error_y of a pick: its 80 % intervals (p10 - p90) of latency (ms) and cost."""
+    out: dict[str, Any] = {}
+    ivs = rec.get("intervals") or {}
+    style = {"type": "data", "symmetric": False, "color": "#1d2733", "thickness": 1.5, "width": 6}
+    if lat_col in ivs and np.isfinite(lat):
+        iv = ivs[lat_col]
+        out["error_x"] = {
+            **style,
+            "array": [max(0.0, iv["p90"] - lat) * 1e3],
+            "arrayminus": [max(0.0, lat - iv["p10"]) * 1e3],
+        }
+    if cost_col in ivs and np.isfinite(cost):
+        iv = ivs[cost_col]
+        out["error_y"] = {**style, "array": [max(0.0, iv["p90"] - cost)], "arrayminus": [max(0.0, cost - iv["p10"])]}
+    return out
 
 
 def _latency_kind(ctx: SweepContext) -> str:

@@ -177,7 +177,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
     for kind in KINDS:
         r = recs.get(kind)
         if r is None:
-            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 11]))
+            rows.append((f' data-kind="{kind}"', [_e(TITLES[kind]), "no configuration qualifies", *[""] * 13]))
             continue
         rows.append(
             (
@@ -195,6 +195,7 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
                     _lat(r["tpot_s"]),
                     _mtok(r["usd_per_request"]),
                     _mtok(r["usd_per_million_total_tokens"]),
+                    *_interval_cells(ctx, r),
                     _e(r.get("stage") or "analytic"),
                 ],
             )
@@ -213,12 +214,26 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
             "TPOT",
             "$/request",
             "$/Mtok in+out",
+            f"{ctx.latency_metric.upper()} p10 – p90",
+            f"${ctx.cost_unit} p10 – p90",
             "latencies",
         ],
         rows,
-        numeric={6, 7, 8, 9, 10, 11},
+        numeric={6, 7, 8, 9, 10, 11, 12, 13},
         attrs=' id="recommendations"',
     ) + _price_notes(pricing_assumptions(ctx))
+
+
+def _interval_cells(ctx: SweepContext, r: dict[str, Any]) -> list[str]:
+    """The pick's 80 % intervals of its latency and cost (a † where the metric is extrapolated)."""
+    from search.outputs.report_accuracy import interval_cell
+
+    money = _mtok if ctx.cost_column != "usd_per_hour" else _usd
+    mark = " †" if r.get("extrapolated") else ""
+    return [
+        _e(interval_cell(r, ctx.latency_column, _lat) + mark),
+        _e(interval_cell(r, ctx.cost_column, money)) + mark,
+    ]
 
 
 def _side(roof: dict[str, Any], step: str) -> str:

@@ -173,6 +173,8 @@ class AnalyticEvaluator:
         feasible = np.all(cons <= 0.0, axis=1)
         reason = [r or _violated(self.constraint_names, cons[i]) for i, r in enumerate(reason)]
         objectives = np.stack([metrics[o.column] for o in self.spec.objectives], axis=1)
+        if self.spec.risk == "p90":
+            objectives = objectives * self._risk_factors(idx)
         return EvalResult(
             ids=ids,
             feasible=feasible,
@@ -182,6 +184,23 @@ class AnalyticEvaluator:
             constraint_names=self.constraint_names,
             metrics=metrics,
         )
+
+    def _risk_factors(self, idx: dict[str, np.ndarray]) -> np.ndarray:
+        """(rows, objectives) factors taking each objective to its pessimistic bound (`risk: p90`):
+        the region (GPU family, model class, weights) of each row, `objectives.uncertainty`."""
+        from objectives.uncertainty import IntervalTable, gpu_family, model_class, pessimistic_factors
+
+        dims = {d.name: d for d in self.space.dimensions}
+        table = IntervalTable.load()
+        cls = model_class(self.model.n_experts, self.model.is_mla)
+        out = np.ones((len(idx["accelerator"]), len(self.spec.objectives)))
+        pairs = idx["accelerator"] * 1000 + idx["weights"]
+        for pair in np.unique(pairs):
+            gpu = dims["accelerator"].values[int(pair // 1000)]
+            weights = dims["weights"].values[int(pair % 1000)]
+            f = pessimistic_factors(table, gpu_family=gpu_family(gpu), model_class=cls, weights=weights)
+            out[pairs == pair] = [f.get(o.column, 1.0) for o in self.spec.objectives]
+        return out
 
     def _slo_latencies(self, batch: ConfigBatch, m: Any, common: dict[str, Any]) -> dict[str, np.ndarray]:
         """Each SLO's latency at its own percentile ({"ttft@99": values}, batch order): the

@@ -266,6 +266,9 @@ class SweepSpec(_Strict):
     simulation: Simulation = Field(default_factory=Simulation)
     probe: Probe = Field(default_factory=Probe)
     report: Report = Field(default_factory=Report)
+    # "point": optimize the predicted values; "p90": the pessimistic bound of each objective
+    # (latencies and costs at their 80 % interval's p90, throughputs at p10; objectives.uncertainty)
+    risk: Literal["point", "p90"] = "point"
     # auto (search.sweeps.staged): with the analytic evaluator (the default), a multi-fidelity
     # sweep — the analytic model over the whole space (exhaustive up to AUTO_EXHAUSTIVE_LIMIT,
     # else TPE), the simulator on that front, its neighbourhood and a TPE search seeded with
