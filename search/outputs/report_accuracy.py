@@ -24,7 +24,7 @@ def _band(entry: dict[str, Any]) -> str:
 
 
 def interval_cell(rec: dict[str, Any], column: str, fmt: Any) -> str:
-    """'p10 – p90' of a pick's column (with a † when the metric is extrapolated), or '-'."""
+    """'p10 – p90' of a pick's column, or '-'."""
     iv = (rec.get("intervals") or {}).get(column)
     return "-" if not iv else f"{fmt(iv['p10'])} – {fmt(iv['p90'])}"
 

@@ -13,6 +13,8 @@ from search.outputs.procurement import MARK, efficiency_bases, price_mark, prici
 from search.outputs.report_html import _e, _lat, _mtok, _num, _par, _pct, _table, _usd
 from search.sweeps import LATENCY_METRICS, cloud_basis_note
 
+EXTRAPOLATED_MARK = "‡"  # an interval from a broader region than the pick's
+
 # ------------------------------------------------------------------------------ sections
 
 
@@ -71,7 +73,9 @@ def _question(ctx: SweepContext, record: dict[str, Any], analysis: dict[str, Any
             "Search",
             _e(
                 f"{spec.sampler} sampler, {summary.get('space_size', '?'):,} configurations in the space, "
-                f"{analysis['stored_rows']:,} stored, {analysis['candidates']:,} meet every constraint and SLO"
+                f"{sum((analysis.get('stages') or {}).values()) or analysis['stored_rows']:,} stored"
+                + _stage_words(analysis)
+                + f", {analysis['candidates']:,} meet every constraint and SLO"
                 if isinstance(summary.get("space_size"), int)
                 else f"{spec.sampler} sampler, {analysis['stored_rows']:,} stored configurations"
             ),
@@ -200,36 +204,52 @@ def _summary_table(ctx: SweepContext, recs: dict[str, Any]) -> str:
                 ],
             )
         )
-    return _table(
-        [
-            "recommendation",
-            "GPU",
-            "GPUs (replicas × per replica)",
-            "parallelism",
-            "weights / KV",
-            "batch limit",
-            "$/hour",
-            "$/Mtok",
-            "TTFT",
-            "TPOT",
-            "$/request",
-            "$/Mtok in+out",
-            f"{ctx.latency_metric.upper()} p10 – p90",
-            f"${ctx.cost_unit} p10 – p90",
-            "latencies",
-        ],
-        rows,
-        numeric={6, 7, 8, 9, 10, 11, 12, 13},
-        attrs=' id="recommendations"',
-    ) + _price_notes(pricing_assumptions(ctx))
+    return (
+        _table(
+            [
+                "recommendation",
+                "GPU",
+                "GPUs (replicas × per replica)",
+                "parallelism",
+                "weights / KV",
+                "batch limit",
+                "$/hour",
+                "$/Mtok",
+                "TTFT",
+                "TPOT",
+                "$/request",
+                "$/Mtok in+out",
+                f"{ctx.latency_metric.upper()} p10 – p90",
+                f"${ctx.cost_unit} p10 – p90",
+                "latencies",
+            ],
+            rows,
+            numeric={6, 7, 8, 9, 10, 11, 12, 13},
+            attrs=' id="recommendations"',
+        )
+        + _interval_note(recs)
+        + _price_notes(pricing_assumptions(ctx))
+    )
+
+
+def _interval_note(recs: dict[str, Any]) -> str:
+    """The footnote of the interval columns' mark, when a pick carries it."""
+    if not any(r and r.get("extrapolated") for r in recs.values()):
+        return ""
+    return (
+        f"<p class='note'>{EXTRAPOLATED_MARK} extrapolated: the validation has too few rows like this "
+        "configuration, so its interval is a wider one borrowed from a broader region (see How accurate is "
+        "this?).</p>"
+    )
 
 
 def _interval_cells(ctx: SweepContext, r: dict[str, Any]) -> list[str]:
-    """The pick's 80 % intervals of its latency and cost (a † where the metric is extrapolated)."""
+    """The pick's 80 % intervals of its latency and cost (EXTRAPOLATED_MARK where the metric is
+    extrapolated; † marks a GPU priced from another provider's list)."""
     from search.outputs.report_accuracy import interval_cell
 
     money = _mtok if ctx.cost_column != "usd_per_hour" else _usd
-    mark = " †" if r.get("extrapolated") else ""
+    mark = f" {EXTRAPOLATED_MARK}" if r.get("extrapolated") else ""
     return [
         _e(interval_cell(r, ctx.latency_column, _lat) + mark),
         _e(interval_cell(r, ctx.cost_column, money)) + mark,
@@ -523,3 +543,13 @@ def _method_section(ctx: SweepContext) -> str:
         "<li>Guided sweeps store the configurations their sampler tried, not the whole space; the recommendations "
         "rank what was stored.</li></ul>"
     )
+
+
+def _stage_words(analysis: dict[str, Any]) -> str:
+    """' (200 simulated, 184 analytic only; the picks are among the simulated and measured)'
+    for a multi-fidelity sweep, '' for a single-stage one."""
+    stages = analysis.get("stages") or {}
+    if len(stages) < 2:
+        return ""
+    parts = [f"{n:,} {'analytic only' if s == 'analytic' else s}" for s, n in sorted(stages.items())]
+    return f" ({', '.join(parts)}; the picks are among the simulated and measured)"
