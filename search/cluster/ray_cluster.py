@@ -9,7 +9,12 @@ type that is not there; Ray's accelerator-type names differ from the catalog's i
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import ray
 
@@ -117,9 +122,28 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+RAY_START_TIMEOUT_ENV = "SERVESWEEP_RAY_START_TIMEOUT_S"
+DEFAULT_RAY_START_TIMEOUT_S = 120.0
+
+
+def _start_timeout_s() -> float:
+    raw = os.environ.get(RAY_START_TIMEOUT_ENV)
+    try:
+        value = float(raw) if raw else DEFAULT_RAY_START_TIMEOUT_S
+    except ValueError:
+        raise ClusterUnavailableError(f"${RAY_START_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    return value if value > 0 else DEFAULT_RAY_START_TIMEOUT_S
+
+
 def ensure_ray(address: str | None = None, workers: int | None = None) -> None:
     """Connect to Ray once per process: `address` (or $RAY_ADDRESS), else a local instance.
-    An address nothing answers at is ClusterUnavailableError within seconds."""
+    An address nothing answers at is ClusterUnavailableError within seconds; a Ray that fails
+    to start (a process of it killed during start-up) or does not start within
+    $SERVESWEEP_RAY_START_TIMEOUT_S (default 120 s) is ClusterUnavailableError with one line
+    saying so, instead of a traceback or a hang.
+
+    The embedded Ray starts without the dashboard (include_dashboard=False): nothing serves it,
+    and its processes would outlive a killed driver."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -128,12 +152,50 @@ def ensure_ray(address: str | None = None, workers: int | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k == KILL_ONCE_ENV}
     runtime_env = {"env_vars": env} if env else None
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        kwargs: dict = {"address": address, "runtime_env": runtime_env, "log_to_driver": False}
     else:
-        ray.init(
-            address="local",
-            num_cpus=workers or os.cpu_count() or 1,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env=runtime_env,
-        )
+        kwargs = {
+            "address": "local",
+            "num_cpus": workers or os.cpu_count() or 1,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "runtime_env": runtime_env,
+        }
+    where = f"the Ray cluster at {address}" if address else "the local Ray"
+    timeout_s = _start_timeout_s()
+    try:
+        with _deadline(timeout_s):
+            ray.init(**kwargs)
+    except _StartTimeout:
+        raise ClusterUnavailableError(
+            f"{where} did not start within {timeout_s:g} s (${RAY_START_TIMEOUT_ENV}); check `ray status` "
+            "and the Ray logs (/tmp/ray/session_latest/logs), then run again"
+        ) from None
+    except Exception as exc:  # a Ray process killed during start-up, a refused connection, ...
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ClusterUnavailableError(f"{where} failed to start: {type(exc).__name__}: {why}") from None
+
+
+class _StartTimeout(BaseException):
+    """Raised in the main thread by _deadline's alarm (a BaseException: Ray catches Exception)."""
+
+
+@contextlib.contextmanager
+def _deadline(timeout_s: float) -> Iterator[None]:
+    """_StartTimeout in the main thread after `timeout_s` (SIGALRM). ray.init cannot run in a
+    helper thread instead: the processes it starts die with the thread that started them
+    (PR_SET_PDEATHSIG). Off the main thread (a server's worker thread) there is no deadline."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _StartTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
