@@ -542,3 +542,38 @@ def test_run_reports_a_ray_start_up_timeout_in_one_line(tmp_path) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "did not start within 0.3 s" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert Store(f"sqlite:///{tmp_path}/r.db").get_sweep("durable") is None
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path) -> None:
+    """SIGKILL the driver of the embedded Ray: every process it started (GCS, raylet, workers,
+    the dashboard and runtime-env agents) is gone within seconds, not 60-120 s."""
+    import os
+    import subprocess
+    import sys
+
+    import ray  # noqa: F401  (its bundled psutil)
+
+    psutil = pytest.importorskip("psutil")
+    pids = tmp_path / "pids"
+    code = (
+        "import os, signal, time, ray\n"
+        "import psutil  # after ray, which puts its bundled psutil on the path\n"
+        "from search.cluster import ensure_ray\n"
+        "ensure_ray(None, 1)\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"
+        "time.sleep(1)\n"
+        f"open({str(pids)!r}, 'w').write(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
+    assert pids.is_file(), proc.stderr[-2000:]
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) >= 3  # at least the GCS, the raylet and a worker
+    deadline = time.monotonic() + 20
+    alive = started
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [" ".join(psutil.Process(p).cmdline())[:120] for p in alive if psutil.pid_exists(p)]

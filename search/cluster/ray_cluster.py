@@ -174,6 +174,65 @@ def ensure_ray(address: str | None = None, workers: int | None = None) -> None:
     except Exception as exc:  # a Ray process killed during start-up, a refused connection, ...
         why = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise ClusterUnavailableError(f"{where} failed to start: {type(exc).__name__}: {why}") from None
+    if not address:
+        _reap_when_gone()
+
+
+# Run by _reap_when_gone in a child process: wait for the driver's end (EOF on stdin), give its
+# Ray processes a grace period to stop, then SIGKILL the ones left (same pid and start time).
+_REAPER = """
+import sys, time
+sys.stdin.buffer.read()
+import psutil
+procs = []
+for item in sys.argv[1:]:
+    pid, created = item.split(":")
+    try:
+        p = psutil.Process(int(pid))
+        if abs(p.create_time() - float(created)) < 0.01:
+            procs.append(p)
+    except psutil.Error:
+        pass
+time.sleep(3.0)
+for p in procs:
+    try:
+        if p.is_running():  # psutil compares the start time too: never a reused pid
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _reap_when_gone() -> None:
+    """The embedded Ray's processes go when the driver does, even when it is SIGKILLed: its
+    dashboard and runtime-env agents would otherwise wait 60 s on the dead GCS (they report the
+    raylet's death to it) before exiting. A small watcher process holds a pipe from this one and,
+    once it reads EOF, kills whichever of them are still there after 3 s."""
+    import subprocess
+    import sys
+
+    try:
+        import psutil  # bundled with Ray (importable once ray is imported)
+
+        procs = psutil.Process().children(recursive=True)
+        pairs = [f"{p.pid}:{p.create_time()}" for p in procs]
+    except Exception:  # no psutil: Ray's own fate-sharing is all there is
+        return
+    if not pairs:
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _REAPER, *pairs],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # not in the driver's process group: a Ctrl-C does not reach it
+    )
+    _WATCHERS.append(watcher)  # the pipe stays open as long as this process lives
+
+
+_WATCHERS: list = []
 
 
 class _StartTimeout(BaseException):
