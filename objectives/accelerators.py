@@ -221,7 +221,8 @@ def load_accelerators(overrides: str | Path | None = None) -> dict[str, Accelera
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"cannot read accelerator override file {origin}: {exc}") from exc
+        shown = origin if len(origin) <= 120 else f"{origin[:120]}... ({len(origin)} characters)"
+        raise ValueError(f"cannot read accelerator override file {shown}: {exc.strerror or exc}") from None
     user = _parse_document(text, origin, default_source=f"user override {origin}")
     merged = {key: dict(entry) for key, entry in _shipped_raw().items()}
     index = _raw_name_index(merged)

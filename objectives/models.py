@@ -55,6 +55,7 @@ import yaml
 
 __all__ = [
     "CatalogModel",
+    "ModelConfigError",
     "ModelSpec",
     "UnknownModelError",
     "list_models",
@@ -68,6 +69,16 @@ _CATALOG_FILE = "models.yaml"
 
 class UnknownModelError(ValueError):
     """A model name that is neither in the catalog nor a path to a config."""
+
+
+class ModelConfigError(UnknownModelError):
+    """A model path that cannot be used: unreadable, too long, a directory without a config.json,
+    or a file that is not a JSON object (the message names the path and why)."""
+
+
+def _shown(name: str, limit: int = 120) -> str:
+    """A name for a message: repr, cut to `limit` characters (fuzzed paths are thousands long)."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
 
 
 @dataclass(frozen=True)
@@ -673,24 +684,54 @@ def _catalog_spec(model_id: str) -> ModelSpec:
 
 
 def _load_path(path: Path) -> ModelSpec:
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no config.json in directory {str(path)!r}")
-    config = json.loads(file.read_text(encoding="utf-8"))
-    name = config.get("_name_or_path") if isinstance(config, Mapping) else None
+    shown = _shown(str(path))
+    try:
+        file = path / "config.json" if path.is_dir() else path
+        if not file.is_file():
+            raise ModelConfigError(f"no config.json in directory {shown}")
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelConfigError(f"cannot read model config {shown}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ModelConfigError(f"model config {shown} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        config = json.loads(text)
+    except RecursionError:
+        raise ModelConfigError(f"model config {shown} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer past Python's 4,300-digit limit
+        raise ModelConfigError(f"model config {shown} is not a Hugging Face config.json (JSON: {exc})") from None
+    if not isinstance(config, Mapping):
+        raise ModelConfigError(f"model config {shown} must be a JSON object, got {type(config).__name__}")
+    name = config.get("_name_or_path")
     model_id = str(name) if name else str(path)
-    return model_from_config(config, model_id)
+    try:
+        return model_from_config(config, model_id)
+    except (TypeError, KeyError, ArithmeticError, RecursionError) as exc:  # odd field types or values
+        raise ModelConfigError(f"model config {shown} cannot be used ({type(exc).__name__}: {exc})") from None
 
 
 def load_model(name_or_path: str) -> ModelSpec:
-    """A catalog model by id or alias (case-insensitive), or a config.json / its directory."""
+    """A catalog model by id or alias (case-insensitive), or a config.json / its directory.
+    UnknownModelError for anything else; ModelConfigError (a subclass) for a path that is not
+    a usable config."""
+    if not str(name_or_path).strip():
+        raise UnknownModelError("empty model name: give a catalog id or alias, or a path to a config.json")
     entry = _name_index().get(str(name_or_path).lower())
     if entry is not None:
         return _catalog_spec(entry.id)
     path = Path(name_or_path)
-    if path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ModelConfigError(
+            f"model {_shown(str(name_or_path))} is not a catalog id or alias, nor a usable path ({why})"
+        ) from None
+    if exists:
         return _load_path(path)
     names = sorted({n for e in _catalog() for n in (e.id.lower(), *(a.lower() for a in e.aliases))})
-    close = difflib.get_close_matches(str(name_or_path).lower(), names, n=5, cutoff=0.5)
+    close = difflib.get_close_matches(str(name_or_path).lower()[:200], names, n=5, cutoff=0.5)
     hint = f"close matches: {', '.join(close)}" if close else "no close matches in the catalog"
-    raise UnknownModelError(f"unknown model {name_or_path!r} (not a catalog id or alias, nor an existing path); {hint}")
+    raise UnknownModelError(
+        f"unknown model {_shown(str(name_or_path))} (not a catalog id or alias, nor an existing path); {hint}"
+    )

@@ -452,3 +452,128 @@ def test_an_exhaustive_resume_redoes_only_the_shards_in_flight(tmp_path, local_r
     points = lambda n: sorted(p["id"] for p in store.latest_front(n, kind="final")["points"])  # noqa: E731
     assert points(name) == points(reference)
     store.close()
+
+
+# ------------------------------------------------------------------ 16. Ray start-up
+
+
+def _ray_not_started(monkeypatch, init) -> None:
+    """ensure_ray as in a fresh process (no Ray yet), with `init` standing in for ray.init."""
+    from search.cluster import ray_cluster
+
+    monkeypatch.setattr(ray_cluster.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_cluster.ray, "init", init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def test_a_ray_that_hangs_at_start_up_is_one_clear_error_within_the_timeout(monkeypatch) -> None:
+    from search.cluster import ClusterUnavailableError, ensure_ray
+
+    _ray_not_started(monkeypatch, lambda **kw: time.sleep(60))
+    monkeypatch.setenv("SERVESWEEP_RAY_START_TIMEOUT_S", "0.5")
+    began = time.monotonic()
+    with pytest.raises(ClusterUnavailableError) as caught:
+        ensure_ray(None, 1)
+    assert time.monotonic() - began < 5
+    message = str(caught.value)
+    assert "did not start within 0.5 s" in message and "\n" not in message, message
+
+
+def test_a_ray_process_killed_during_start_up_is_one_clear_error(monkeypatch) -> None:
+    """What ray.init raises when a process it started dies (a ConnectionError, a RaySystemError,
+    a RuntimeError with a multi-line message) becomes one ClusterUnavailableError line."""
+    from search.cluster import ClusterUnavailableError, ensure_ray
+
+    def dies(**kw: Any) -> None:
+        raise ConnectionError("Failed to connect to the raylet.\n  The raylet died during start-up (SIGKILL).")
+
+    _ray_not_started(monkeypatch, dies)
+    with pytest.raises(ClusterUnavailableError) as caught:
+        ensure_ray(None, 1)
+    message = str(caught.value)
+    assert (
+        message.startswith("the local Ray failed to start: ConnectionError: Failed to connect") and "\n" not in message
+    )
+
+
+def test_a_sweep_whose_ray_does_not_start_is_interrupted_not_pending(tmp_path, monkeypatch) -> None:
+    from search.cluster import ClusterUnavailableError
+
+    store = Store(f"sqlite:///{tmp_path}/ray.db")
+    spec, text = _spec(budget={"trials": 4})
+    name = start_sweep(store, spec, text, None, workers=1)
+
+    def dies(**kw: Any) -> None:
+        raise RuntimeError("a worker died during start-up")
+
+    _ray_not_started(monkeypatch, dies)
+    with pytest.raises(ClusterUnavailableError):
+        run_sweep(store, name)
+    record = store.get_sweep(name)
+    assert record["status"] == "interrupted", record["status"]  # resumable with run --resume
+    assert "failed to start: RuntimeError: a worker died during start-up" in record["error"]
+    store.close()
+
+
+def test_run_reports_a_ray_start_up_timeout_in_one_line(tmp_path) -> None:
+    """The CLI, in a fresh process: exit 2, one error line, no traceback, no sweep stored."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**GUIDED, "budget": {"trials": 4}}))
+    env = {**os.environ, "SERVESWEEP_RAY_START_TIMEOUT_S": "0.3", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("servesweep")),
+            "run",
+            str(spec),
+            "--storage",
+            f"sqlite:///{tmp_path}/r.db",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "did not start within 0.3 s" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert Store(f"sqlite:///{tmp_path}/r.db").get_sweep("durable") is None
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path) -> None:
+    """SIGKILL the driver of the embedded Ray: every process it started (GCS, raylet, workers,
+    the dashboard and runtime-env agents) is gone within seconds, not 60-120 s."""
+    import os
+    import subprocess
+    import sys
+
+    import ray  # noqa: F401  (its bundled psutil)
+
+    psutil = pytest.importorskip("psutil")
+    pids = tmp_path / "pids"
+    code = (
+        "import os, signal, time, ray\n"
+        "import psutil  # after ray, which puts its bundled psutil on the path\n"
+        "from search.cluster import ensure_ray\n"
+        "ensure_ray(None, 1)\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"
+        "time.sleep(1)\n"
+        f"open({str(pids)!r}, 'w').write(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
+    assert pids.is_file(), proc.stderr[-2000:]
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) >= 3  # at least the GCS, the raylet and a worker
+    deadline = time.monotonic() + 20
+    alive = started
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [" ".join(psutil.Process(p).cmdline())[:120] for p in alive if psutil.pid_exists(p)]

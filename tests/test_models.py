@@ -17,6 +17,7 @@ except ModuleNotFoundError:  # package not installed: run against the source tre
 
 from objectives.models import (
     CatalogModel,
+    ModelConfigError,
     ModelSpec,
     UnknownModelError,
     list_models,
@@ -192,7 +193,7 @@ def test_load_from_directory_and_file(tmp_path) -> None:
 
 
 def test_directory_without_config_raises(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelConfigError, match=r"no config\.json in directory"):
         load_model(str(tmp_path))
 
 

@@ -35,6 +35,9 @@ def serve(
         typer.Option(help="API tokens, 'token' or 'name:token' per line (default: $SERVESWEEP_API_TOKENS)"),
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="largest request body accepted")] = 1 << 20,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.001, help="seconds a request body may take to arrive (else 408)")
+    ] = 10.0,
     max_sweeps_per_token: Annotated[int, typer.Option(min=1, help="sweeps one token may run at once")] = 2,
     workers: Annotated[int | None, typer.Option(min=1, help="Ray tasks in flight per sweep (default: CPUs)")] = None,
     report_dir: Annotated[Path, typer.Option(help="folder the HTML reports are written to")] = Path(
@@ -52,6 +55,7 @@ def serve(
     import uvicorn
 
     from search.service import ServiceSettings, TokenConfigError, create_app, load_tokens
+    from search.service.logs import uvicorn_log_config
     from search.store import default_storage_url, parse_url
 
     url = storage or default_storage_url()
@@ -66,6 +70,7 @@ def serve(
         tokens=tokens,
         ray_address=ray_address,
         max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout,
         max_sweeps_per_token=max_sweeps_per_token,
         report_dir=report_dir,
         workers=workers,
@@ -84,11 +89,13 @@ def serve(
     # Ray first: uvicorn's signal handlers, installed after Ray's, then own SIGINT / SIGTERM,
     # so a stopped service shuts down gracefully (its sweeps are stored as 'interrupted').
     ensure_ray(ray_address, workers)
-    # uvicorn is the ASGI server; its access log has the request line only (never headers).
+    # uvicorn is the ASGI server; its access log has the request line only (never headers),
+    # query-string values redacted (search.service.logs).
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
+        log_config=uvicorn_log_config(),
         log_level=log_level.value,
         server_header=False,
         proxy_headers=False,

@@ -33,6 +33,7 @@ from search.service.auth import TokenChecker
 from search.service.jobs import SweepManager
 from search.service.requests import (
     _NAME_RULE,
+    OPEN_PATHS,
     Guard,
     _catalog_model_error,
     _check_name,
@@ -57,6 +58,7 @@ class ServiceSettings:
     tokens: dict[str, str]  # name -> token
     ray_address: str | None = None
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 10.0  # a request body must arrive within this (else 408)
     max_sweeps_per_token: int = 2
     report_dir: Path = field(default_factory=lambda: Path.cwd() / "servesweep-reports")
     workers: int | None = None  # Ray tasks in flight per sweep (default: CPUs)
@@ -141,7 +143,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         docs_url=None,  # the schema is at /openapi.json (behind the token like everything else)
         redoc_url=None,
     )
-    app.add_middleware(Guard, checker=checker, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Guard, checker=checker, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error on %s %s: %s", request.method, request.url.path, scrub(repr(exc)))
@@ -497,11 +501,83 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(spec_schema.pop("$defs", {}))
             components["SweepSpec"] = spec_schema
+            _document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# Every error is JSON {"detail": ...}: a message, or (422 from FastAPI's request validation)
+# pydantic's list of errors. What any operation may answer, besides what it documents itself:
+_ANY_OPERATION = {
+    "400": "invalid Content-Length header, or a body that cannot be parsed",
+    "408": "the request body did not arrive within the body timeout",
+    "413": "body too large",
+}
+_WITH_TOKEN = {"401": "missing or invalid bearer token"}
+_WITH_NAME = {"404": "no sweep of that name", "422": "invalid sweep name"}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Make the schema say what the service answers (issue 17, finding 15): the errors every
+    operation may give (400 / 408 / 413 from the request guard, 401 without a valid token, 404 /
+    422 for a sweep name), each with the JSON error body; 422's `detail` is a message or
+    pydantic's list, where FastAPI's default says list only."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = {
+        "title": "Error",
+        "type": "object",
+        "properties": {"detail": {"title": "Detail", "type": "string", "description": "what went wrong"}},
+        "required": ["detail"],
+    }
+    components["ValidationErrorResponse"] = {
+        "title": "ValidationErrorResponse",
+        "type": "object",
+        "properties": {
+            "detail": {
+                "title": "Detail",
+                "anyOf": [
+                    {"type": "string", "description": "the message names the field"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                ],
+            }
+        },
+        "required": ["detail"],
+    }
+    components.pop("HTTPValidationError", None)
+    components.setdefault(
+        "ValidationError",
+        {
+            "title": "ValidationError",
+            "type": "object",
+            "properties": {
+                "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                "msg": {"type": "string"},
+                "type": {"type": "string"},
+            },
+            "required": ["loc", "msg", "type"],
+        },
+    )
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            extra = dict(_ANY_OPERATION)
+            if path not in OPEN_PATHS:
+                extra |= _WITH_TOKEN
+            if "{name}" in path:
+                extra |= _WITH_NAME
+            if path == "/healthz":
+                extra["503"] = "the database is unreachable"
+            if path.endswith(("/front", "/report")):
+                extra["409"] = "the sweep has no final front yet, or its results cannot be read"
+            for code, description in extra.items():
+                responses.setdefault(code, {"description": description})
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    ref = "ValidationErrorResponse" if code == "422" else "Error"
+                    response["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
 def _generated_name(spec: SweepSpec) -> str:

@@ -6,8 +6,10 @@ server. Errors are JSON `{"detail": ...}`.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -18,6 +20,7 @@ import yaml
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from search.service.auth import TokenChecker
 from search.sweeps import SWEEP_NAME_PATTERN
@@ -61,6 +64,13 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than the limit of {limit} bytes")
 
 
+class BodyTimeout(HTTPException):
+    """The request body did not arrive in time (a slow or stalled upload)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"request body not received within {timeout_s:g} s", headers={"Connection": "close"})
+
+
 def _plain(value: Any) -> Any:
     """JSON-able: numpy unwrapped, non-finite floats to None, tuples to lists."""
     if isinstance(value, dict):
@@ -80,14 +90,20 @@ def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None =
     return JSONResponse(_plain(content), status_code=status_code, headers=headers)
 
 
+log = logging.getLogger("servesweep.service")
+
+
 class Guard:
     """ASGI middleware: bearer-token check (all paths but OPEN_PATHS) and the body size limit,
-    by Content-Length up front and by counting what is streamed (chunked bodies)."""
+    by Content-Length up front and by counting what is streamed (chunked bodies); the whole
+    body must arrive within `body_timeout_s` of the request (else 408: slow uploads hold no
+    slot for long). A client that goes away before its body arrived is one quiet log line."""
 
-    def __init__(self, app: Any, checker: TokenChecker, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, checker: TokenChecker, max_body_bytes: int, body_timeout_s: float = 10.0) -> None:
         self.app = app
         self.checker = checker
         self.limit = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,14 +136,27 @@ class Guard:
                 return
         seen = 0
         started = False
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        where = f"{scope.get('method', '?')} {scope['path']}"
 
         async def counted_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # later receives wait for a disconnect while a response streams: untimed
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except TimeoutError:
+                log.info("%s: request body not received within %g s (408)", where, self.body_timeout_s)
+                raise BodyTimeout(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise BodyTooLarge(self.limit)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True  # http.disconnect
             return message
 
         async def watched_send(message: Message) -> None:
@@ -138,10 +167,12 @@ class Guard:
 
         try:
             await self.app(scope, counted_receive, watched_send)
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if started:
                 raise
-            await _send_json(send, 413, str(exc.detail))
+            await _send_json(send, exc.status_code, str(exc.detail), [(b"connection", b"close")])
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer
+            log.info("%s: client disconnected before its request body arrived", where)
 
 
 bearer = HTTPBearer(auto_error=False, description="a token from --tokens-file or $SERVESWEEP_API_TOKENS")

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from search.cluster import ensure_ray
+from search.cluster import ClusterUnavailableError, ensure_ray
 from search.store import LeaseLostError, Store
 from search.sweeps.control import ProgressCallback, StopCheck, SweepStopped, _now, code_version
 from search.sweeps.evaluators import make_evaluator
@@ -130,7 +130,11 @@ def _drive(
     stored.pop("_service", None)
     spec = SweepSpec.model_validate(stored)
     if not local:
-        ensure_ray(ray_address, workers)
+        try:
+            ensure_ray(ray_address, workers)
+        except ClusterUnavailableError as exc:  # resumable once Ray is back, never left pending
+            _record_end(store, name, "interrupted", str(exc))
+            raise
     store.update_sweep(name, status="running", started_at=record.get("started_at") or _now(), error=None)
     try:
         if spec.staged:

@@ -61,10 +61,26 @@ AUTO_EXHAUSTIVE_LIMIT = 10**8
 # Simulator work per configuration (Simulation): requests served, replicas of a group simulated.
 MAX_SIMULATED_REQUESTS = 100_000
 MAX_SIMULATED_REPLICAS = 64
+# Gamma inter-arrival coefficient of variation (shape 1 / cv^2: 10^-4 .. 10^4) and seeds (int64).
+MIN_ARRIVAL_CV, MAX_ARRIVAL_CV = 0.01, 100.0
+MAX_SEED = 2**63 - 1
 
 
 class SpecError(ValueError):
     """A sweep spec that cannot be used; the message names the field."""
+
+
+def _shown(value: str, limit: int = 120) -> str:
+    """A value for a message: repr, cut to `limit` characters."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _is_file(path: str) -> bool:
+    """Path(path).is_file(), False for names the file system refuses (too long, NUL bytes)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 class _Strict(BaseModel):
@@ -202,9 +218,10 @@ class Simulation(_Strict):
     `max_replicas` 1 to 64 (a spec beyond is refused naming the field; HTTP 422)."""
 
     requests: int = Field(default=2000, ge=10, le=MAX_SIMULATED_REQUESTS)
-    seed: int | None = None  # default: the spec's seed
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # default: the spec's seed
     arrivals: Literal["poisson", "gamma"] = "poisson"
-    cv: float = Field(default=1.0, gt=0)  # of gamma inter-arrival times (1 = Poisson)
+    # of gamma inter-arrival times (1 = Poisson); the gamma's shape is 1 / cv^2, so bounded
+    cv: float = Field(default=1.0, ge=MIN_ARRIVAL_CV, le=MAX_ARRIVAL_CV)
     trace: str | None = None  # CSV of timestamp, input tokens, output tokens (Azure format)
     dispatch: Literal["least_loaded", "round_robin"] = "least_loaded"
     # larger groups: this many, at their share of the rate
@@ -214,8 +231,8 @@ class Simulation(_Strict):
     @field_validator("trace")
     @classmethod
     def _trace(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).is_file():
-            raise ValueError(f"trace file {value!r} does not exist")
+        if value is not None and not _is_file(value):
+            raise ValueError(f"trace file {_shown(value)} does not exist")
         return value
 
 
@@ -277,15 +294,19 @@ class SweepSpec(_Strict):
     # samplers run one tier with `evaluator`.
     sampler: Literal["auto", "tpe", "nsga2", "gp", "exhaustive"] = "auto"
     budget: Budget = Field(default_factory=Budget)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
+        """A catalog name becomes its id; a path stays as given, once its config.json loads."""
         try:
-            return load_model(value).id if not Path(value).exists() else value
+            loaded = load_model(value)  # UnknownModelError / ModelConfigError name what is wrong
         except UnknownModelError as exc:
             raise ValueError(str(exc)) from None
+        except ValueError as exc:  # a config.json the model counter cannot use
+            raise ValueError(f"model config {_shown(value)}: {exc}") from None
+        return value if Path(value).exists() else loaded.id  # load_model checked the path
 
     @field_validator("workload", mode="before")
     @classmethod
@@ -318,7 +339,10 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _accelerators(self) -> SweepSpec:
-        catalog = load_accelerators(self.pricing.price_file)
+        try:
+            catalog = load_accelerators(self.pricing.price_file)
+        except ValueError as exc:  # unreadable, not UTF-8, or not a catalog document
+            raise ValueError(f"pricing.price_file: {exc}") from None
         if self.accelerators == "all":
             self.accelerators = sorted(catalog)
         else:
@@ -393,11 +417,15 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
     """(spec, the YAML text) from a file; SpecError for unreadable or invalid files."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"cannot read sweep spec {p}: {exc.strerror}") from None
+        raise SpecError(f"cannot read sweep spec {_shown(str(p))}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"sweep spec {p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError(f"sweep spec {p} is nested too deeply") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"sweep spec {p} is not valid YAML: {exc}") from None
     except ValueError as exc:  # an integer past Python's 4,300-digit limit
