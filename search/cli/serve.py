@@ -54,8 +54,7 @@ def serve(
     """Run the HTTP service: submit sweeps, watch them, fetch fronts, reports and estimates."""
     import uvicorn
 
-    from search.service import ServiceSettings, TokenConfigError, create_app, load_tokens
-    from search.service.logs import uvicorn_log_config
+    from search.service import ServiceSettings, TokenConfigError, create_app, load_tokens, uvicorn_log_config
     from search.store import default_storage_url, parse_url
 
     url = storage or default_storage_url()

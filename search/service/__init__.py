@@ -11,6 +11,7 @@ _EXPORTS = {
     "create_app": "app",
     "load_tokens": "auth",
     "parse_tokens": "auth",
+    "uvicorn_log_config": "logs",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
