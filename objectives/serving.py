@@ -275,6 +275,7 @@ def evaluate(
     requests_per_s = st.output_tokens_per_s / osl  # capacity of one replica
     utilization = np.ones(len(b)) if rate is None else rate / (st.replicas * requests_per_s)
     load_batch = batch
+    per_user = st.output_tokens_per_s_per_user
     if under_load:
         q = _under_load(
             b.replace(batch=np.clip(np.minimum(b.batch, b.max_batch_size), 1.0, None)),
@@ -290,7 +291,8 @@ def evaluate(
             dispatch=dispatch,
             dispatch_group=dispatch_group,
         )
-        ttft_s, tpot_s, e2e_s, utilization, load_batch, fleet = q
+        ttft_s, tpot_s, e2e_s, utilization, load_batch, tpot_mean, fleet = q
+        per_user = 1.0 / tpot_mean  # a user's token rate at the batch the load forms (mean TPOT)
         if replicas is None:
             st = steady(fleet)  # the fleet sized with headroom
     nan = np.where(feasible, 1.0, np.nan)
@@ -305,7 +307,7 @@ def evaluate(
         decode_step_s=decode.total_s * nan,
         output_tokens_per_s=st.output_tokens_per_s * nan,
         output_tokens_per_s_per_gpu=st.output_tokens_per_s_per_gpu * nan,
-        output_tokens_per_s_per_user=st.output_tokens_per_s_per_user * nan,
+        output_tokens_per_s_per_user=per_user * nan,
         gpus=b.gpus,
         replicas=st.replicas,
         weight_bytes_per_gpu=weights,
@@ -339,7 +341,7 @@ def _under_load(
     dispatch: queueing.Dispatch,
     dispatch_group: float | None,
 ) -> tuple[np.ndarray, ...]:
-    """Queueing-aware (ttft, tpot, e2e, utilization, load batch, replicas) of the feasible rows
+    """Queueing-aware (ttft, tpot, e2e, utilization, load batch, mean TPOT, replicas) of the feasible rows
     of `b` (b.batch: the scheduler's cap); the other rows get NaN latencies and one replica."""
     pct: dict[str, float] = {}
     for metric in ("ttft", "tpot", "e2e"):
@@ -351,7 +353,7 @@ def _under_load(
             own = [queueing.slo_triple(s)[2] for s in slos if queueing.slo_triple(s)[0] == metric]
             pct[metric] = own[0] if own else 50.0
     n = len(b)
-    out = [np.full(n, np.nan) for _ in range(5)] + [np.ones(n)]
+    out = [np.full(n, np.nan) for _ in range(6)] + [np.ones(n)]
     rows = np.flatnonzero(feasible)
     if rows.size == 0:
         return tuple(out)
@@ -386,7 +388,8 @@ def _under_load(
         out[k][rows] = lat.at(metric, pct[metric])
     out[3][rows] = lat.utilization
     out[4][rows] = lat.batch
-    out[5][rows] = fleet
+    out[5][rows] = lat.tpot_mean_s
+    out[6][rows] = fleet
     return tuple(out)
 
 

@@ -193,6 +193,8 @@ def test_evaluate_under_load_and_unchanged_without_it():
         b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(50.0, 90.0), arrival_cv=smooth, pooled=pooled
     )
     assert np.allclose(fixed.ttft_s, lat.at("ttft", 90.0)) and np.allclose(fixed.tpot_s, lat.at("tpot", 50.0))
+    # a user's token rate is at the batch the load forms, not the cap's steady state
+    assert np.allclose(fixed.output_tokens_per_s_per_user, 1.0 / lat.tpot_mean_s)
     assert np.array_equal(fixed.replicas, np.full(3, 40.0))
     split = evaluate(b, arrival_rate_per_s=20.0, replicas=np.full(3, 40.0), latency_percentile=90, dispatch="random")
     poisson = queueing_latency(b, 0.5, float(b.isl[0]), float(b.osl[0]), percentiles=(90.0,))
