@@ -160,8 +160,10 @@ def quantile_of(nodes: queueing.LengthNodes, p: float) -> float:
     """The p-th percentile of a length distribution given as quadrature nodes."""
     order = np.argsort(nodes.values)
     v, w = nodes.values[order], nodes.weights[order]
-    c = np.cumsum(w)
-    return float(v[min(int(np.searchsorted(c, p / 100.0 - 1e-12)), v.size - 1)])
+    if v.size == 1:
+        return float(v[0])
+    mid = np.cumsum(w) - w / 2.0  # each node's weight centred on it; the CDF linear between
+    return float(np.interp(p / 100.0, mid, v))
 
 
 # ---------------------------------------------------------------- the decode pool
