@@ -258,3 +258,41 @@ def _evaluate_disaggregated(ev: Any, ids: np.ndarray) -> EvalResult:
 def link_name(code: float | None) -> str:
     """The KV link a stored `kv_link_code` names."""
     return "" if code is None or not np.isfinite(code) else LINK_NAMES[int(code)]
+
+
+def simulate_two_pools(ev: Any, config_id: int) -> tuple[Any, int]:
+    """(SimResult, replicas simulated) of a disaggregated configuration: the analytic pools'
+    replicas (scaled down together, with the rate, when either exceeds
+    `simulation.max_replicas`) replayed by `objectives.simulator.simulate_disaggregated`."""
+    from objectives.disaggregation import kv_transfer_time_s
+    from objectives.simulator import simulate_disaggregated
+
+    ids = np.array([config_id], dtype=np.int64)
+    m, _, idx = disaggregated_metrics(ev, ids)
+    bp, bd = pool_batches(ev, idx, np.array([0]))
+    x, y = float(m.prefill_replicas[0]), float(m.decode_replicas[0])
+    group = float(ev.spec.simulation.max_replicas)
+    scale = max(x / group, y / group, 1.0)
+    xs, ys = max(1, round(x / scale)), max(1, round(y / scale))
+    reqs = ev.requests
+    arrival = reqs.arrival_s * scale if scale > 1.0 else reqs.arrival_s
+    dims = {d.name: d for d in ev.space.dimensions}
+    pacc = dims["accelerator"].values[int(idx["accelerator"][0])]
+    dacc = dims["decode_accelerator"].values[int(idx["decode_accelerator"][0])]
+    lk = links_for(ev, pacc, dacc, 1)
+    use_nv = lk["nvlink"] is not None and m.link_code[0] == float(LINK_NAMES.index("nvlink"))
+    bw, eff, lat, _ = lk["nvlink"] if use_nv else lk["out"]
+    transfer = kv_transfer_time_s(bp, bd, reqs.input_tokens.astype(np.float64), bw[0], eff[0], lat[0])
+    result = simulate_disaggregated(
+        bp,
+        bd,
+        arrival,
+        reqs.input_tokens,
+        reqs.output_tokens,
+        transfer_s=transfer,
+        prefill_replicas=xs,
+        decode_replicas=ys,
+        dispatch=ev.spec.simulation.dispatch,
+        block_size=ev.spec.simulation.block_size,
+    )
+    return result, xs + ys
