@@ -238,8 +238,6 @@ def _evaluate_disaggregated(ev: Any, ids: np.ndarray) -> EvalResult:
     fits = np.where(m.feasible & ~no_price, 0.0, 1.0)
     cons = ev._constraints(metrics, fits, slo_latency)
     feasible = np.all(cons <= 0.0, axis=1)
-    from search.sweeps.analytic import _violated
-
     reason = [r or _violated(ev.constraint_names, cons[i]) for i, r in enumerate(reason)]
     objectives = np.stack([metrics[o.column] for o in ev.spec.objectives], axis=1)
     if ev.spec.risk == "p90":
@@ -253,6 +251,11 @@ def _evaluate_disaggregated(ev: Any, ids: np.ndarray) -> EvalResult:
         constraint_names=ev.constraint_names,
         metrics=metrics,
     )
+
+
+def _violated(names: list[str], values: np.ndarray) -> str:
+    bad = [n for n, v in zip(names, values, strict=True) if v > 0]
+    return ("violates " + ", ".join(bad)) if bad else ""
 
 
 def link_name(code: float | None) -> str:
