@@ -886,3 +886,124 @@ def simulate_config(
         block_size=sched.block_size,
     )
     return result
+
+
+# ---------------------------------------------------------------- two pools: disaggregated prefill / decode
+
+
+def decode_pool_table(
+    b: ConfigBatch, max_seqs: int, max_tokens: int, max_context: float, row: int = 0
+) -> StepTimeTable:
+    """Round times of a decode-pool replica (configuration `row` of `b`): prompt tokens cost
+    nothing — their KV cache arrives over the link — so a step that admits transferred
+    sequences is a decode step of the running sequences plus one (`decode_step_time_s`'s
+    pipeline convention)."""
+    one = b.take(np.array([row]))
+    pp = float(one.pp[0])
+
+    def fn(n: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray, ps: np.ndarray) -> np.ndarray:
+        rows = one.take(np.zeros(n.size, dtype=np.int64))
+        seqs = n + np.where(p > 0, 1.0, 0.0)
+        ctx = np.where(n > 0, c, pc * 2.0)  # an admission alone: the prompt's own context
+        stage = forward_time_s(rows, np.maximum(seqs, 1e-9) / pp, ctx)
+        return pp * (stage.total_s + pp_handoff_time_s(rows, seqs / pp))
+
+    return StepTimeTable(
+        fn, max_seqs, max_tokens, max_context, fill_fraction=0.0, source="decode pool (forward_time_s)"
+    )
+
+
+def simulate_disaggregated(
+    prefill: ConfigBatch,
+    decode: ConfigBatch,
+    arrival_s: np.ndarray,
+    input_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    transfer_s: np.ndarray,
+    prefill_replicas: int = 1,
+    decode_replicas: int = 1,
+    prefill_seqs: int | None = None,
+    dispatch: Dispatch = "least_loaded",
+    block_size: int = BLOCK_SIZE,
+    row: int = 0,
+) -> SimResult:
+    """Two pools in series (objectives.disaggregation): the prompts are prefilled on
+    `prefill_replicas` replicas of `prefill[row]` (the prefill-only scheduler: one-token
+    outputs, at most `prefill_seqs` prompts at once — default `disaggregation.prefill_slots` — in
+    steps of `max_num_tokens`), each prompt's KV cache then takes `transfer_s[i]` seconds to
+    reach a decode replica (every pair of replicas on its own links: no contention), and
+    `decode_replicas` replicas of `decode[row]` (at most its batch of sequences, its KV cache
+    in blocks) admit the transferred caches in FIFO order and decode the other output tokens
+    (`decode_pool_table`: an admission costs no prefill).
+
+    The result's first token is the decode admission (queue + prefill + transfer + the wait
+    for a decode slot), its TPOT the decode steps after it; `start_s` / `queue_s` are the
+    prefill pool's. meta: prefill_replicas, decode_replicas, kv_transfer_mean_s,
+    prefill_done_p99_s (arrival to the end of prefill), decode_wait_mean_s (KV arrived to
+    admission)."""
+    from objectives.disaggregation import prefill_slots
+
+    arrival = np.asarray(arrival_s, dtype=np.float64)
+    isl = np.maximum(np.asarray(input_tokens, dtype=np.int64), 1)
+    osl = np.maximum(np.asarray(output_tokens, dtype=np.int64), 1)
+    xfer = np.broadcast_to(np.asarray(transfer_s, dtype=np.float64), arrival.shape)
+    bp = prefill.take(np.array([row]))
+    bd = decode.take(np.array([row]))
+    seqs_p = int(prefill_seqs if prefill_seqs is not None else prefill_slots(bp, float(np.mean(isl)))[0])
+    max_in = float(np.max(isl)) if isl.size else 2.0
+    sched_p = scheduler_for(bp, max_num_seqs=seqs_p, block_size=block_size, context_tokens=float(bp.isl[0]) + 1.0)
+    table_p = StepTimeTable.from_batch(bp, sched_p.max_num_seqs, sched_p.tokens_per_step, max_in + 2.0)
+    pre = simulate(table_p, sched_p, arrival, isl, np.ones_like(osl), replicas=prefill_replicas, dispatch=dispatch)
+    ready = pre.first_token_s + xfer
+    ok = np.isfinite(ready)
+    ready = np.where(ok, ready, np.nanmax(np.where(ok, ready, np.nan)) if ok.any() else 0.0)
+    seqs_d = int(min(decode.batch[row], decode.max_batch_size[row]))
+    tokens_d = seqs_d + 4 * int(max_in)  # a step admits whole transferred prompts
+    sched_d = scheduler_for(
+        bd,
+        max_num_seqs=seqs_d,
+        max_num_batched_tokens=tokens_d,
+        block_size=block_size,
+        context_tokens=float(bd.isl[0] + bd.osl[0]),
+    )
+    max_ctx = float(np.max(isl + osl)) + 1.0 if isl.size else 2.0
+    table_d = decode_pool_table(bd, sched_d.max_num_seqs, sched_d.tokens_per_step, max_ctx)
+    dec = simulate(table_d, sched_d, ready, isl, np.maximum(osl - 1, 1), replicas=decode_replicas, dispatch=dispatch)
+    first = np.where(ok, dec.start_s, np.nan)
+    finish = np.where(ok, dec.finish_s, np.nan)
+    done_p = pre.first_token_s - arrival
+    result = SimResult(
+        arrival_s=arrival,
+        start_s=pre.start_s,
+        first_token_s=first,
+        finish_s=finish,
+        input_tokens=isl,
+        output_tokens=osl,
+        preemptions=pre.preemptions + dec.preemptions,
+        rejected=pre.rejected | dec.rejected,
+        replica=dec.replica,
+        replicas=decode_replicas,
+        kv_blocks=dec.kv_blocks,
+        block_size=block_size,
+        steps=pre.steps + dec.steps,
+        busy_s=pre.busy_s + dec.busy_s,
+        kv_block_s=dec.kv_block_s,
+        peak_kv_blocks=dec.peak_kv_blocks,
+        table_source=f"prefill {table_p.source}; {table_d.source}",
+    )
+    finite = done_p[np.isfinite(done_p)]
+    waited = (dec.start_s - ready)[ok]
+    result.meta.update(
+        disaggregated=True,
+        prefill_replicas=int(prefill_replicas),
+        decode_replicas=int(decode_replicas),
+        kv_transfer_mean_s=float(np.mean(xfer)) if xfer.size else 0.0,
+        prefill_done_p99_s=float(np.percentile(finite, 99)) if finite.size else math.nan,
+        decode_wait_mean_s=float(np.mean(waited)) if waited.size else math.nan,
+        max_num_seqs=sched_d.max_num_seqs,
+        prefill_max_num_seqs=sched_p.max_num_seqs,
+        max_num_batched_tokens=sched_p.tokens_per_step,
+        block_size=block_size,
+    )
+    return result

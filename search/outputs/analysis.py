@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from search.outputs.candidates import SweepContext, _candidates, _front, _table, rows_from, sweep_context
+from search.outputs.disaggregation import disaggregation_comparison
 from search.outputs.fidelity import stage_counts, verified_rows
 from search.outputs.procurement import per_accelerator_best, price_sensitivity, rent_vs_own
 from search.outputs.recommend import recommendations
@@ -47,6 +48,7 @@ def analyze(ctx: SweepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "price_sensitivity": sensitivity,
         "per_accelerator": per_accelerator_best(ctx, rows),
         "front_ids": [int(t.ids[i]) for i in front],
+        **({"disaggregation": d} if (d := disaggregation_comparison(ctx, rows)) else {}),
     }
 
 

@@ -53,7 +53,21 @@ TITLES = {
     "fastest": "Fastest within the budget",
     "knee": "Knee of the front",
 }
-CONFIG_FIELDS = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill", "replicas")
+CONFIG_FIELDS = (
+    "accelerator",
+    "tp",
+    "pp",
+    "ep",
+    "weights",
+    "kv_cache",
+    "max_batch",
+    "chunked_prefill",
+    "replicas",
+    # space.disaggregation (search.sweeps.disaggregated); absent from other spaces
+    "disaggregated",
+    "decode_accelerator",
+    "decode_tp",
+)
 COST = "usd_per_million_output_tokens"  # the default cost axis
 # Cost objectives that can be the report's cost axis: (short unit, words)
 COST_METRICS = {
@@ -368,6 +382,15 @@ def label(row: dict[str, Any]) -> str:
         par += f" EP{row['ep']}"
     total = row.get("total_gpus")
     count = f"{int(total)}× " if total is not None else ""
+    if row.get("disaggregated"):
+        x, y = row.get("prefill_replicas"), row.get("decode_replicas")
+        pools = f"{int(x)}×" if x is not None else ""
+        poold = f"{int(y)}×" if y is not None else ""
+        return (
+            f"disaggregated · prefill {pools} {row['accelerator']} {par} + decode {poold} "
+            f"{row['decode_accelerator']} TP{row['decode_tp']} · {row['weights']} weights, {row['kv_cache']} KV · "
+            f"decode batch ≤ {row['max_batch']}"
+        )
     return (
         f"{count}{row['accelerator']} · {par} · {row['weights']} weights, {row['kv_cache']} KV · "
         f"batch ≤ {row['max_batch']}"

@@ -15,6 +15,9 @@ behind a load balancer. The flags are the runtimes' own:
   ModelOpt), and an fp8 KV cache is set with `--extra_llm_api_options` pointing at a YAML file
   holding `kv_cache_config: {dtype: fp8}`. TensorRT-LLM runs on NVIDIA GPUs only.
 
+A disaggregated configuration (`disaggregated: true`) gets the two pools' servers and the router
+of each runtime instead (`disaggregated_launch_commands`).
+
 Where a runtime needs a pre-quantized checkpoint, the model argument is `$CHECKPOINT` and a note
 says what it must hold.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-__all__ = ["CHECKPOINT", "RUNTIMES", "launch_commands"]
+__all__ = ["CHECKPOINT", "RUNTIMES", "disaggregated_launch_commands", "launch_commands"]
 
 RUNTIMES = ("vllm", "sglang", "trtllm")
 CHECKPOINT = "$CHECKPOINT"
@@ -132,12 +135,15 @@ def launch_commands(
     vendor: str | None = None,
     replicas: float | None = None,
     compute_dtype: str | None = None,
+    pools: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{runtime: {argv, command, notes, available[, extra_file]}} for one configuration
     (`tp`, `pp`, `ep`, `weights`, `kv_cache`, `max_batch`, `chunked_prefill`) of `model` (a
     Hugging Face id or path). `vendor` marks runtimes that cannot run on the GPU (TensorRT-LLM
     off NVIDIA) as unavailable; `compute_dtype` (the dtype the GEMMs really run in) adds a note
     when a W8A8 / W4A4 scheme falls back to weight-only on that GPU."""
+    if config.get("disaggregated"):  # two pools: disaggregated_launch_commands
+        return disaggregated_launch_commands(model, config, vendor=vendor, pools=pools)
     c = {"pp": 1, "ep": 1, "chunked_prefill": 8192, **config}
     amd = bool(vendor) and vendor.lower() == "amd"  # type: ignore[union-attr]
     nvidia = not vendor or vendor.lower() == "nvidia"
@@ -163,4 +169,138 @@ def launch_commands(
     if extra:
         entry["extra_file"] = {"name": "extra_llm_api_options.yaml", "content": extra}
     out["trtllm"] = entry
+    return out
+
+
+# ---------------------------------------------------------------- disaggregated prefill / decode
+
+
+def _pool(config: dict[str, Any], role: str) -> dict[str, Any]:
+    """The aggregated-style configuration of one pool of a disaggregated configuration."""
+    c = dict(config)
+    if role == "decode":
+        c["tp"] = c.get("decode_tp", c["tp"])
+    return c
+
+
+def disaggregated_launch_commands(
+    model: str,
+    config: dict[str, Any],
+    *,
+    vendor: str | None = None,
+    pools: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Launch lines of a disaggregated configuration (`disaggregated`, `decode_accelerator`,
+    `decode_tp` beside the usual fields; `pools`: prefill_replicas / decode_replicas):
+
+    * SGLang PD disaggregation: prefill servers with `--disaggregation-mode prefill`, decode
+      servers with `--disaggregation-mode decode` (`--disaggregation-transfer-backend mooncake`
+      or nixl), and `python -m sglang_router.launch_router --pd-disaggregation --prefill URL
+      --decode URL` in front;
+    * vLLM disaggregated prefill: each server with `--kv-transfer-config` naming a KV connector
+      (NixlConnector here) with `kv_role` kv_producer / kv_consumer, and a proxy that sends the
+      prompt to a prefill server and the rest to a decode server;
+    * TensorRT-LLM disaggregated serving: `trtllm-serve` context servers and generation servers
+      (each with `cache_transceiver_config` in its extra options) and `trtllm-serve
+      disaggregated -c disagg_config.yaml` listing them."""
+    c = {"pp": 1, "ep": 1, "chunked_prefill": 8192, **config}
+    p = pools or {}
+    x, y = int(p.get("prefill_replicas") or 1), int(p.get("decode_replicas") or 1)
+    pre, dec = _pool(c, "prefill"), _pool(c, "decode")
+    head = (
+        f"disaggregated: {x} prefill replica{'s' if x > 1 else ''} ({c['accelerator']}, {int(pre['tp']) * int(c['pp'])}"
+        f" GPUs each) and {y} decode replica{'s' if y > 1 else ''} ({c.get('decode_accelerator', c['accelerator'])}, "
+        f"{int(dec['tp']) * int(c['pp'])} GPUs each); the KV cache of each prompt moves from prefill to decode"
+    )
+    nvidia = not vendor or vendor.lower() == "nvidia"
+    out: dict[str, dict[str, Any]] = {}
+
+    # SGLang
+    sp, sp_notes = _sglang(model, pre)
+    sd, sd_notes = _sglang(model, dec)
+    sp += ["--disaggregation-mode", "prefill", "--disaggregation-transfer-backend", "mooncake", "--port", "30000"]
+    sd += ["--disaggregation-mode", "decode", "--disaggregation-transfer-backend", "mooncake", "--port", "30001"]
+    router = [
+        "python",
+        "-m",
+        "sglang_router.launch_router",
+        "--pd-disaggregation",
+        "--prefill",
+        "http://PREFILL_HOST:30000",
+        "--decode",
+        "http://DECODE_HOST:30001",
+        "--port",
+        "8000",
+    ]
+    out["sglang"] = {
+        "argv": sp,
+        "command": "# prefill server (one per prefill replica)\n"
+        + _join(sp)
+        + "\n# decode server (one per decode replica)\n"
+        + _join(sd)
+        + "\n# router (repeat --prefill / --decode for every server)\n"
+        + _join(router),
+        "roles": {"prefill": sp, "decode": sd, "router": router},
+        "notes": [head, *dict.fromkeys(sp_notes + sd_notes)],
+        "available": True,
+    }
+
+    # vLLM
+    vp, vp_notes = _vllm(model, pre)
+    vd, vd_notes = _vllm(model, dec)
+    vp += ["--port", "8100", "--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_producer"}']
+    vd += ["--port", "8200", "--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}']
+    out["vllm"] = {
+        "argv": vp,
+        "command": "# prefill server (kv_producer)\n"
+        + _join(vp)
+        + "\n# decode server (kv_consumer)\n"
+        + _join(vd)
+        + "\n# then a proxy that sends each request to a prefill server (max_tokens 1) and on to a decode server",
+        "roles": {"prefill": vp, "decode": vd},
+        "notes": [
+            head,
+            "vLLM's disaggregated prefill runs through a KV connector (NixlConnector; LMCache and Mooncake "
+            "connectors also exist) and needs the proxy in front (vLLM's disaggregated-prefill examples ship one)",
+            *dict.fromkeys(vp_notes + vd_notes),
+        ],
+        "available": True,
+    }
+
+    # TensorRT-LLM
+    tp_argv, tp_notes, _ = _trtllm(model, pre)
+    td_argv, td_notes, _ = _trtllm(model, dec)
+    for argv in (tp_argv, td_argv):  # one extra-options file per role (it holds the KV dtype too)
+        if "--extra_llm_api_options" in argv:
+            k = argv.index("--extra_llm_api_options")
+            del argv[k : k + 2]
+    tp_notes = [n for n in tp_notes if not n.startswith("extra_llm_api_options.yaml")]
+    td_notes = [n for n in td_notes if not n.startswith("extra_llm_api_options.yaml")]
+    tp_argv += ["--port", "8001", "--extra_llm_api_options", "ctx_extra.yaml"]
+    td_argv += ["--port", "8002", "--extra_llm_api_options", "gen_extra.yaml"]
+    kv = "  dtype: fp8\n" if c["kv_cache"] in ("fp8", "int8") else ""
+    extra = "cache_transceiver_config:\n  backend: DEFAULT\n" + (f"kv_cache_config:\n{kv}" if kv else "")
+    disagg_cfg = (
+        "hostname: localhost\nport: 8000\nbackend: pytorch\n"
+        f"context_servers:\n  num_instances: {x}\n  urls:\n    - localhost:8001\n"
+        f"generation_servers:\n  num_instances: {y}\n  urls:\n    - localhost:8002\n"
+    )
+    serve = ["trtllm-serve", "disaggregated", "-c", "disagg_config.yaml"]
+    notes = [head]
+    if not nvidia:
+        notes.insert(0, f"TensorRT-LLM runs on NVIDIA GPUs only: not available on this {vendor} GPU")
+    out["trtllm"] = {
+        "argv": tp_argv,
+        "command": "# context (prefill) server\n"
+        + _join(tp_argv)
+        + "\n# generation (decode) server\n"
+        + _join(td_argv)
+        + "\n# the disaggregated front end\n"
+        + _join(serve),
+        "roles": {"prefill": tp_argv, "decode": td_argv, "router": serve},
+        "notes": notes + list(dict.fromkeys(tp_notes + td_notes)),
+        "available": nvidia,
+        "extra_file": {"name": "ctx_extra.yaml / gen_extra.yaml", "content": extra},
+        "disagg_config": {"name": "disagg_config.yaml", "content": disagg_cfg},
+    }
     return out

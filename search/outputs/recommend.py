@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from objectives.disaggregation import LINK_NAMES
 from objectives.quantization import get_scheme
 from objectives.serving import BOUNDS
 from objectives.uncertainty import FOLLOWS
@@ -120,7 +121,38 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "basis": _basis(ctx, r),
         "stage": row_stage(r),
         **_intervals(ctx, r),
+        **_disaggregation(r),
     }
+
+
+def _disaggregation(r: dict[str, Any]) -> dict[str, Any]:
+    """{"disaggregation": pools, "mode_note": one sentence} for a disaggregated pick, else {}."""
+    if not r.get("disaggregated"):
+        return {}
+    x, y = int(r.get("prefill_replicas") or 1), int(r.get("decode_replicas") or 1)
+    kv = r.get("kv_transfer_s")
+    code = r.get("kv_link_code")
+    link = {"nvlink": "NVLink", "infiniband": "RDMA (the scale-out NIC)", "ethernet": "TCP"}.get(
+        LINK_NAMES[int(code)] if code is not None else "", "the network"
+    )
+    pools = {
+        "prefill_replicas": x,
+        "decode_replicas": y,
+        "prefill_accelerator": r["accelerator"],
+        "prefill_tp": r["tp"],
+        "decode_accelerator": r["decode_accelerator"],
+        "decode_tp": r["decode_tp"],
+        "kv_transfer_s": _num(kv),
+        "kv_link": link,
+    }
+    note = (
+        f"Disaggregated prefill/decode: {x} prefill replica{'s' if x > 1 else ''} ({r['accelerator']} TP{r['tp']}) "
+        f"only prefill prompts and hand each prompt's KV cache over {link}"
+        + (f" (~{float(kv) * 1e3:.1f} ms for a mean prompt)" if kv is not None else "")
+        + f" to {y} decode replica{'s' if y > 1 else ''} ({r['decode_accelerator']} TP{r['decode_tp']}) that only "
+        "decode, so prompts never stall the token stream and each pool is sized for its own phase."
+    )
+    return {"disaggregation": pools, "mode_note": note}
 
 
 def _intervals(ctx: SweepContext, r: dict[str, Any]) -> dict[str, Any]:
@@ -364,6 +396,7 @@ def recommendations(
             vendor=rec["vendor"],
             replicas=rec["replicas"],
             compute_dtype=rec["compute_dtype"],
+            pools=rec.get("disaggregation"),
         )
         out[kind] = rec
     _within_error(ctx, out)

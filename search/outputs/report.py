@@ -171,6 +171,12 @@ def render(record: dict[str, Any], ctx: SweepContext, rows: list[dict[str, Any]]
         _question(ctx, record, analysis),
         f"<h2 id=pareto>Pareto chart</h2>{pareto_html}<p class=note>{_e(caption)}</p>",
         f"<h2 id=recommendations-detail>Recommendations and why</h2><div class=cards>{cards}</div>",
+        (
+            "<p id=disaggregation><b>Disaggregated prefill/decode.</b> "
+            f"{_e(analysis['disaggregation']['sentence'])}</p>"
+            if analysis.get("disaggregation")
+            else ""
+        ),
         "" if nothing_fits else accuracy_section(ctx, recs),
         _rent_own_section(analysis["rent_vs_own"], ctx),
         _sensitivity_section(ctx, analysis["price_sensitivity"], recs),

@@ -314,7 +314,8 @@ def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None, roof: dict
     return (
         f'<div class=card data-kind="{kind}"><div class=kind>{_e(r["title"])}</div>'
         f"<h3 class=big>{_e(r['label'])}</h3><p>{_e(r['reason'])}</p>"
-        f"<table class=kv><tbody>{rows}</tbody></table>"
+        + (f"<p class=note data-mode=disaggregated>{_e(r['mode_note'])}</p>" if r.get("mode_note") else "")
+        + f"<table class=kv><tbody>{rows}</tbody></table>"
         f"<b>What would change the answer</b><ul>{changes}</ul></div>"
     )
 

@@ -149,6 +149,14 @@ class AnalyticEvaluator:
 
     def evaluate(self, ids: np.ndarray) -> EvalResult:
         ids = np.asarray(ids, dtype=np.int64)
+        if self.spec.space.disaggregation is not None:  # aggregated and disaggregated rows
+            from search.sweeps.disaggregated import evaluate_mixed
+
+            return evaluate_mixed(self, ids)
+        return self._evaluate_aggregated(ids)
+
+    def _evaluate_aggregated(self, ids: np.ndarray) -> EvalResult:
+        ids = np.asarray(ids, dtype=np.int64)
         batch, price, order, idx = self.configuration_batch(ids)
         common = {
             "arrival_rate_per_s": self._rate(),
@@ -225,7 +233,8 @@ class AnalyticEvaluator:
 
     def _fixed_replicas(self, idx: dict[str, np.ndarray]) -> np.ndarray:
         """Replicas of each configuration when the space fixes them (a `replicas` dimension)."""
-        return np.asarray(self.space.dimensions[-1].values, dtype=np.float64)[idx["replicas"]]
+        dim = next(d for d in self.space.dimensions if d.name == "replicas")
+        return np.asarray(dim.values, dtype=np.float64)[idx["replicas"]]
 
     def _constraints(
         self, metrics: dict[str, np.ndarray], fits: np.ndarray, slo_latency: dict[str, np.ndarray] | None = None

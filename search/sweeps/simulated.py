@@ -49,6 +49,10 @@ class SimulatorEvaluator(AnalyticEvaluator):
         from objectives.simulator import simulate_config
 
         idx = self.space.decode(np.array([config_id], dtype=np.int64))
+        if "disaggregated" in idx and self.space.config(config_id)["disaggregated"]:
+            from search.sweeps.disaggregated import simulate_two_pools
+
+            return simulate_two_pools(self, config_id)
         b, _ = self._batch(idx, np.array([0]))
         group = int(max(1, min(int(replicas), self.spec.simulation.max_replicas)))
         reqs = self.requests

@@ -27,7 +27,9 @@ class Dimension:
 
 class SearchSpace:
     """Dimensions of a sweep in a fixed order: accelerator, tp, pp, ep, weights, kv_cache,
-    max_batch, chunked_prefill and, when the spec lists them, replicas."""
+    max_batch, chunked_prefill and, when the spec lists them, replicas; with a disaggregation
+    section, then disaggregated, decode_accelerator and decode_tp (a disaggregated configuration
+    reads accelerator / tp / max_batch as its prefill GPU, prefill TP and decode batch limit)."""
 
     def __init__(self, spec: SweepSpec) -> None:
         s = spec.space
@@ -43,6 +45,11 @@ class SearchSpace:
         ]
         if isinstance(s.replicas, list):
             dims.append(Dimension("replicas", tuple(s.replicas)))
+        if s.disaggregation is not None:  # objectives.disaggregation; see spec.Disaggregation
+            d = s.disaggregation
+            dims.append(Dimension("disaggregated", tuple(d.enabled)))
+            dims.append(Dimension("decode_accelerator", tuple(d.decode.accelerators or spec.accelerators)))
+            dims.append(Dimension("decode_tp", tuple(d.decode.tp or s.tp)))
         self.dimensions: tuple[Dimension, ...] = tuple(dims)
         self._radix = np.array([d.size for d in dims], dtype=np.int64)
 

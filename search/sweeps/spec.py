@@ -87,6 +87,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PrefillPool(_Strict):
+    """Which prefill pools a disaggregated configuration may have: its GPU type and TP are the
+    space's `accelerator` and `tp` dimensions, kept to these values (default: all of them)."""
+
+    accelerators: list[str] | None = None
+    tp: list[int] | None = None
+
+
+class DecodePool(_Strict):
+    """The decode pool's own dimensions: GPU type (default: the sweep's accelerators) and TP
+    (default: the space's tp); its batch limit is the space's `max_batch`."""
+
+    accelerators: list[str] | None = None
+    tp: list[int] | None = None
+
+    @field_validator("tp")
+    @classmethod
+    def _tp(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and (not values or any(v < 1 for v in values)):
+            raise ValueError(f"tp values must be >= 1, got {values}")
+        return None if values is None else sorted(set(values))
+
+
+class Disaggregation(_Strict):
+    """Disaggregated prefill / decode (objectives.disaggregation): `enabled` [false, true] adds
+    the mode as a dimension. A disaggregated configuration has prefill replicas on the space's
+    accelerator / tp (pp, ep, weights, KV dtype and prefill chunk shared) and decode replicas on
+    `decode` accelerator / tp with the space's max_batch as their batch limit; the replicas of
+    each pool are sized for the rate. `kv_link`: auto (NVLink when both pools fit one scale-up
+    domain of one GPU type, else the catalog's per-GPU scale-out NIC), nvlink, infiniband (RDMA
+    over the NIC), ethernet (TCP); `kv_link_gbps` replaces the NIC line rate per GPU."""
+
+    enabled: list[bool] = Field(default_factory=lambda: [False, True])
+    prefill: PrefillPool = Field(default_factory=PrefillPool)
+    decode: DecodePool = Field(default_factory=DecodePool)
+    kv_link: Literal["auto", "nvlink", "infiniband", "ethernet"] = "auto"
+    kv_link_gbps: float | None = Field(default=None, gt=0)
+
+    @field_validator("enabled")
+    @classmethod
+    def _enabled(cls, values: list[bool]) -> list[bool]:
+        if not values:
+            raise ValueError("needs at least one value")
+        return sorted(set(values))
+
+
 class Space(_Strict):
     """Values each dimension of the search space may take."""
 
@@ -98,6 +144,7 @@ class Space(_Strict):
     max_batch: list[int] = Field(default_factory=lambda: [1, 4, 16, 64, 256])
     chunked_prefill: list[int] = Field(default_factory=lambda: [8192])
     replicas: Literal["auto"] | list[int] = "auto"
+    disaggregation: Disaggregation | None = None
 
     @field_validator("tp", "pp", "ep", "max_batch", "chunked_prefill")
     @classmethod
@@ -353,6 +400,8 @@ class SweepSpec(_Strict):
                 raise ValueError(f"accelerators: {exc}") from None
             if not self.accelerators:
                 raise ValueError("accelerators: give at least one, or 'all'")
+        if self.space.disaggregation is not None:
+            self._resolve_disaggregation(catalog)
         size = self.space_size()
         limit, tier = (
             (MAX_EXHAUSTIVE_SPACE_SIZE, "the exhaustive sampler evaluates every configuration")
@@ -367,6 +416,25 @@ class SweepSpec(_Strict):
                 + (" or use a guided sampler (tpe, nsga2, gp)" if self.sampler == "exhaustive" else "")
             )
         return self
+
+    def _resolve_disaggregation(self, catalog: dict) -> None:
+        """Resolve the pools' accelerators (aliases, defaults) and check the section."""
+        d = self.space.disaggregation
+        assert d is not None
+        if isinstance(self.space.replicas, list) and True in d.enabled:
+            raise ValueError("space.disaggregation: a fixed replicas list cannot be used (each pool is sized)")
+        try:
+            d.decode.accelerators = list(
+                dict.fromkeys(get_accelerator(a, catalog).id for a in (d.decode.accelerators or self.accelerators))
+            )
+            if d.prefill.accelerators is not None:
+                d.prefill.accelerators = list(
+                    dict.fromkeys(get_accelerator(a, catalog).id for a in d.prefill.accelerators)
+                )
+        except UnknownAcceleratorError as exc:
+            raise ValueError(f"space.disaggregation: {exc}") from None
+        if d.decode.tp is None:
+            d.decode.tp = list(self.space.tp)
 
     @property
     def staged(self) -> bool:
@@ -384,6 +452,11 @@ class SweepSpec(_Strict):
         values["chunked_prefill"] = self.space.chunked_prefill
         if isinstance(self.space.replicas, list):
             values["replicas"] = self.space.replicas
+        d = self.space.disaggregation
+        if d is not None:
+            values["disaggregated"] = d.enabled
+            values["decode_accelerator"] = d.decode.accelerators or list(self.accelerators)
+            values["decode_tp"] = d.decode.tp or self.space.tp
         return values
 
     def space_size(self) -> int:
