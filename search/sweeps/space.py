@@ -27,7 +27,9 @@ class Dimension:
 
 class SearchSpace:
     """Dimensions of a sweep in a fixed order: accelerator, tp, pp, ep, weights, kv_cache,
-    max_batch, chunked_prefill and, when the spec lists them, replicas."""
+    max_batch, chunked_prefill and, when the spec lists them, replicas; then attention_dp and
+    mtp when the spec gives them other values than the defaults [1] / [0] (so the ids and keys of
+    sweeps without those modes stay what they were)."""
 
     def __init__(self, spec: SweepSpec) -> None:
         s = spec.space
@@ -43,6 +45,10 @@ class SearchSpace:
         ]
         if isinstance(s.replicas, list):
             dims.append(Dimension("replicas", tuple(s.replicas)))
+        if list(s.attention_dp) != [1]:
+            dims.append(Dimension("attention_dp", tuple(s.attention_dp)))
+        if list(s.mtp) != [0]:
+            dims.append(Dimension("mtp", tuple(s.mtp)))
         self.dimensions: tuple[Dimension, ...] = tuple(dims)
         self._radix = np.array([d.size for d in dims], dtype=np.int64)
 
