@@ -18,6 +18,7 @@ import numpy as np
 from objectives.accelerators import Accelerator
 from objectives.efficiency import EfficiencyModel, default_efficiency
 from objectives.models import ModelSpec
+from objectives.modes import default_moe_imbalance, speculative_defaults
 from objectives.quantization import (
     EMBEDDING_BYTES_PER_PARAM,
     activation_bytes,
@@ -128,6 +129,15 @@ class ConfigBatch:
     kt_prefill_attn: np.ndarray
     kernel_time_scale: np.ndarray
     allreduce_overhead_s: np.ndarray  # per collective of the kernel model (sync, launch), tp > 1
+    # frontier modes (objectives.modes; each term vanishes at its default: attention_dp 1, mtp 0)
+    attention_dp: np.ndarray  # attention data-parallel ranks of tp GPUs each (1: none)
+    mtp_tokens: np.ndarray  # draft tokens k per verification step (0: no speculative decoding)
+    mtp_acceptance: np.ndarray  # acceptance rate alpha of each draft token (NaN: none published)
+    draft_layers: np.ndarray  # transformer layers of the draft (MTP) module
+    moe_imbalance: np.ndarray  # busiest / mean routed tokens of an EP rank under attention DP
+    scaleup_bw_bytes_per_s: np.ndarray  # per direction, the NVLink / XGMI domain
+    scaleout_bw_bytes_per_s: np.ndarray  # per GPU per direction, the NIC (NaN: not in the catalog)
+    scaleup_domain: np.ndarray  # GPUs in one scale-up domain (72 on GB200 NVL72)
     # load
     batch: np.ndarray  # concurrent sequences per replica
     isl: np.ndarray  # input tokens per request
@@ -160,8 +170,19 @@ class ConfigBatch:
 
     @property
     def gpus(self) -> np.ndarray:
-        """GPUs per replica (TP x PP; expert parallelism lives inside the TP group)."""
-        return self.tp * self.pp
+        """GPUs per replica: TP x attention DP x PP. Without attention DP expert parallelism
+        lives inside the TP group; with it, EP spans the tp x attention_dp GPUs of a stage."""
+        return self.tp * self.attention_dp * self.pp
+
+    @property
+    def has_attention_dp(self) -> bool:
+        """True when some row runs attention data-parallel (the DEP terms apply)."""
+        return bool(np.any(self.attention_dp > 1))
+
+    @property
+    def has_mtp(self) -> bool:
+        """True when some row drafts tokens (speculative decoding / MTP)."""
+        return bool(np.any(self.mtp_tokens > 0))
 
     def take(self, index: np.ndarray | slice) -> ConfigBatch:
         """Rows `index` of every field."""
@@ -209,28 +230,41 @@ def build_batch(
     isl: np.ndarray | int = 1024,
     osl: np.ndarray | int = 256,
     efficiency: EfficiencyModel | None = None,
+    attention_dp: np.ndarray | int = 1,
+    mtp: np.ndarray | int = 0,
+    mtp_acceptance: float | None = None,
+    moe_imbalance: float | None = None,
 ) -> ConfigBatch:
     """Configurations of one model on one GPU type and one quantization; the numeric
-    arguments broadcast against each other to give N rows."""
+    arguments broadcast against each other to give N rows.
+
+    `attention_dp` ranks of `tp` GPUs each run attention data-parallel (a replica has
+    tp x attention_dp x pp GPUs; with attention_dp > 1, `ep` must be tp x attention_dp), `mtp`
+    draft tokens are verified per step at acceptance `mtp_acceptance` (default: the model's
+    published rate in objectives/data/modes.yaml, NaN where none is), and `moe_imbalance` is the
+    DEP load-imbalance factor (default from the same file); see objectives.modes."""
     scheme = get_scheme(weights)
     supported = frozenset(d for d in gpu.peak_flops if gpu.supports(d))
     compute_dtype = resolve_compute_dtype(scheme, supported)
     if not gpu.supports(compute_dtype):
         raise ValueError(f"{gpu.id} has no {compute_dtype} tensor cores in the catalog")
-    tp_a, pp_a, ep_a, b_a, i_a, o_a = np.broadcast_arrays(
-        *(np.asarray(x, dtype=np.float64) for x in (tp, pp, ep, batch, isl, osl))
+    tp_a, pp_a, ep_a, b_a, i_a, o_a, dp_a, k_a = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (tp, pp, ep, batch, isl, osl, attention_dp, mtp))
     )
     n = tp_a.size
-    tp_a, pp_a, ep_a, b_a, i_a, o_a = (x.reshape(n).copy() for x in (tp_a, pp_a, ep_a, b_a, i_a, o_a))
+    tp_a, pp_a, ep_a, b_a, i_a, o_a, dp_a, k_a = (
+        x.reshape(n).copy() for x in (tp_a, pp_a, ep_a, b_a, i_a, o_a, dp_a, k_a)
+    )
 
     def full(value: float) -> np.ndarray:
         return np.full(n, float(value))
 
     values: dict[str, np.ndarray] = {name: full(getattr(model, attr)) for name, attr in _MODEL_FIELDS.items()}
+    spec = speculative_defaults(model.id)
     # TP traffic stays on the scale-up fabric while the TP group fits in its domain.
     # Without a known scale-out bandwidth a larger group gets NaN: infeasible, with the reason.
     scaleout = gpu.scaleout_bw_bytes_per_s if gpu.scaleout_bw_bytes_per_s else np.nan
-    link = np.where(tp_a * pp_a <= gpu.scaleup_domain, gpu.scaleup_bw_bytes_per_s, scaleout)
+    link = np.where(tp_a * dp_a * pp_a <= gpu.scaleup_domain, gpu.scaleup_bw_bytes_per_s, scaleout)
     eff_model = efficiency or default_efficiency()
     eff = eff_model.for_gpu(gpu.id, gpu.vendor, compute_dtype)
     batch_fields = {f.name for f in fields(ConfigBatch)}
@@ -256,11 +290,20 @@ def build_batch(
         embedding_bytes_per_param=full(EMBEDDING_BYTES_PER_PARAM),
         activation_bytes=full(activation_bytes(scheme, compute_dtype)),
         kv_bytes_per_elem=full(kv_cache_bytes_per_element(kv_cache)),
+        attention_dp=dp_a,
+        mtp_tokens=k_a,
+        mtp_acceptance=full(spec.acceptance if mtp_acceptance is None else mtp_acceptance),
+        draft_layers=full(spec.draft_layers),
+        moe_imbalance=full(default_moe_imbalance() if moe_imbalance is None else moe_imbalance),
+        scaleup_bw_bytes_per_s=full(gpu.scaleup_bw_bytes_per_s),
+        scaleout_bw_bytes_per_s=full(scaleout),
+        scaleup_domain=full(gpu.scaleup_domain),
         batch=b_a,
         isl=i_a,
         osl=o_a,
     )
-    values.update(_kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a))
+    # the expert GEMM tables take EP relative to the attention TP group: ep / attention_dp
+    values.update(_kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a / dp_a))
     return ConfigBatch(**values)
 
 

@@ -9,6 +9,17 @@ with alpha the latency measured at small messages (decode messages are kilobytes
 not bandwidth, sets them). Expert parallelism replaces the MoE output all-reduce with an
 all-to-all dispatch and combine of the routed tokens, each moving (ep - 1) / ep of them.
 Pipeline stages hand their activations on point to point.
+
+Under attention data parallelism (`dep_communication_time_s`) attention and dense layers
+all-reduce only inside an attention rank of tp GPUs (nothing at tp = 1), and each MoE layer
+dispatches every rank's routed token copies to the experts and combines them back across all
+ep = tp x attention_dp GPUs. Wide EP across nodes: of the ep - 1 peers of a GPU, g - 1 share
+its scale-up domain (g = min(scaleup_domain, ep)) and ep - g are reached over the scale-out
+NIC; the two paths run concurrently, so
+
+    t_a2a = alpha + max((g - 1) / ep * S / bw_up, (ep - g) / ep * S / bw_out) / link_efficiency
+
+(one 72-GPU NVLink domain on GB200 NVL72, NICs between 8-GPU nodes on HGX).
 """
 
 from __future__ import annotations
@@ -69,3 +80,68 @@ def pp_handoff_time_s(b: ConfigBatch, tokens: np.ndarray) -> np.ndarray:
     msg = tokens * b.hidden * 2.0
     t = b.allreduce_latency_s + msg / (b.link_bw_bytes_per_s * b.eff_link)
     return np.where(b.pp > 1, t, 0.0)
+
+
+def hierarchical_alltoall_time_s(
+    message_bytes: np.ndarray,
+    n_gpus: np.ndarray,
+    domain_gpus: np.ndarray,
+    scaleup_bw_bytes_per_s: np.ndarray,
+    scaleout_bw_bytes_per_s: np.ndarray,
+    link_efficiency: np.ndarray,
+    latency_s: np.ndarray,
+) -> np.ndarray:
+    """One all-to-all over `n_gpus` that spans scale-up domains of `domain_gpus` GPUs: each GPU
+    sends `message_bytes` spread evenly over all n GPUs (itself included); the in-domain and
+    the scale-out parts move concurrently (0 when n == 1; NaN when it leaves the domain and
+    the catalog has no scale-out bandwidth)."""
+    n = np.maximum(n_gpus, 1.0)
+    g = np.minimum(np.maximum(domain_gpus, 1.0), n)
+    inside = (g - 1.0) / n * message_bytes / (scaleup_bw_bytes_per_s * link_efficiency)
+    with np.errstate(invalid="ignore"):
+        outside = np.where(n > g, (n - g) / n * message_bytes / (scaleout_bw_bytes_per_s * link_efficiency), 0.0)
+    t = latency_s + np.maximum(inside, outside)
+    return np.where(n > 1, t, 0.0)
+
+
+def dep_moe_alltoall_time_s(b: ConfigBatch, rank_tokens: np.ndarray) -> np.ndarray:
+    """Dispatch + combine of one MoE layer under attention DP for `rank_tokens` tokens on each
+    attention rank: each of its tp GPUs sends rank_tokens / tp tokens x top-k copies of the
+    hidden state — dispatched in the activation dtype (fp8 with fp8 / fp4 weights, as DeepEP
+    does), combined in bf16 — times the load imbalance (the busiest rank receives the most)."""
+    copies = rank_tokens / b.tp * b.experts_per_token * b.hidden
+    dispatch = hierarchical_alltoall_time_s(
+        copies * b.activation_bytes,
+        b.ep,
+        b.scaleup_domain,
+        b.scaleup_bw_bytes_per_s,
+        b.scaleout_bw_bytes_per_s,
+        b.eff_link,
+        b.allreduce_latency_s,
+    )
+    combine = hierarchical_alltoall_time_s(
+        copies * 2.0,
+        b.ep,
+        b.scaleup_domain,
+        b.scaleup_bw_bytes_per_s,
+        b.scaleout_bw_bytes_per_s,
+        b.eff_link,
+        b.allreduce_latency_s,
+    )
+    return (dispatch + combine) * b.moe_imbalance
+
+
+def dep_communication_time_s(
+    b: ConfigBatch, rank_tokens: np.ndarray, moe_a2a_s: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-step communication of one pipeline stage under attention DP for `rank_tokens` tokens
+    per attention rank: the tp all-reduces inside the rank (attention, dense MLP layers) plus
+    each MoE layer's dispatch + combine (`moe_a2a_s`, default `dep_moe_alltoall_time_s`)."""
+    n_layers = layers_per_gpu(b)
+    moe_layers = b.n_moe_layers / b.n_layers * n_layers
+    msg = rank_tokens * b.hidden * 2.0
+    inside = np.where(b.tp <= b.scaleup_domain, b.scaleup_bw_bytes_per_s, b.scaleout_bw_bytes_per_s)
+    ar = allreduce_time_s(msg, b.tp, inside, b.eff_link, b.allreduce_latency_s)
+    a2a = dep_moe_alltoall_time_s(b, rank_tokens) if moe_a2a_s is None else moe_a2a_s
+    use_a2a = b.n_experts > 0
+    return n_layers * ar + (n_layers - moe_layers) * ar + moe_layers * np.where(use_a2a, a2a, ar)

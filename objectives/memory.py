@@ -7,6 +7,13 @@ Layout assumed (Megatron-style tensor parallelism, as vLLM / SGLang / TensorRT-L
 - dense MLP and every expert split by TP; expert parallelism EP (dividing TP) places
   n_experts / EP whole experts on a group of TP / EP GPUs, which leaves the expert weights per
   GPU at n_experts * params_per_expert / TP either way. Routers are replicated.
+- attention data parallelism (attention_dp > 1, objectives.modes): attention, dense MLPs, shared
+  experts, routers and embeddings are copied on every attention rank (TP'd by tp inside it),
+  the routed experts sharded over all tp x attention_dp GPUs (ceil(n_experts / ep) slots per
+  GPU); each rank holds the KV cache of its own batch / attention_dp sequences.
+- speculative decoding (mtp > 0): the draft module's draft_layers layers (a layer of the model's
+  own kind plus the 2h x h projection of the MTP module; embedding and LM head shared), sharded
+  like the main layers.
 - pipeline parallelism PP gives each stage ceil(n_layers / PP) layers; the embedding sits on the
   first stage and the LM head on the last, vocabulary-split by TP.
 All functions take a ConfigBatch and return arrays (bytes, or params per GPU).
@@ -62,8 +69,30 @@ def dense_linear_params_per_gpu(b: ConfigBatch) -> np.ndarray:
 
 @per_batch
 def expert_params_per_gpu(b: ConfigBatch) -> np.ndarray:
-    """Routed-expert weights on one GPU (all experts it hosts, all its MoE layers)."""
-    return b.n_experts * b.params_per_expert / b.tp * _stage_fraction(b, b.n_moe_layers)
+    """Routed-expert weights on one GPU (all experts it hosts, all its MoE layers); under
+    attention DP the ceil(n_experts / ep) expert slots of one EP rank."""
+    tp_split = b.n_experts * b.params_per_expert / b.tp * _stage_fraction(b, b.n_moe_layers)
+    if not b.has_attention_dp:
+        return tp_split
+    slots = np.ceil(b.n_experts / np.maximum(b.ep, 1.0))
+    dep = slots * b.params_per_expert * _stage_fraction(b, b.n_moe_layers)
+    return np.where(b.attention_dp > 1, dep, tp_split)
+
+
+@per_batch
+def draft_params_per_gpu(b: ConfigBatch) -> np.ndarray:
+    """Weights of the draft (MTP) module on one GPU: draft_layers layers of the model's kind
+    (a MoE layer where the model has them) plus the MTP projection 2h x h, sharded like the
+    main layers; 0 without speculative decoding."""
+    if not b.has_mtp:
+        return np.zeros(len(b))
+    attn = attention_params_per_gpu_per_layer(b)
+    moe_layer = (b.shared_expert_params_per_layer / b.tp + b.router_params_per_layer) + expert_params_per_gpu(
+        b
+    ) / np.maximum(_stage_fraction(b, b.n_moe_layers), 1e-9)
+    dense_layer = b.dense_mlp_params_per_layer / b.tp
+    per_layer = attn + np.where(b.n_moe_layers > 0, moe_layer, dense_layer) + 2.0 * b.hidden * b.hidden / b.tp
+    return np.where(b.mtp_tokens > 0, b.draft_layers * per_layer, 0.0)
 
 
 @per_batch
@@ -79,7 +108,10 @@ def embedding_params_per_gpu(b: ConfigBatch) -> np.ndarray:
 def weight_bytes_per_gpu(b: ConfigBatch) -> np.ndarray:
     """Bytes of weights one GPU stores."""
     linear = (dense_linear_params_per_gpu(b) + expert_params_per_gpu(b)) * b.weight_bytes_per_param
-    return linear + embedding_params_per_gpu(b) * b.embedding_bytes_per_param
+    out = linear + embedding_params_per_gpu(b) * b.embedding_bytes_per_param
+    if b.has_mtp:
+        out = out + draft_params_per_gpu(b) * b.weight_bytes_per_param
+    return out
 
 
 @per_batch
@@ -125,7 +157,10 @@ def max_batch_that_fits(b: ConfigBatch, context_tokens: np.ndarray) -> np.ndarra
     per_seq = kv_bytes_per_sequence_per_gpu(b, context_tokens)
     budget = kv_budget_bytes(b)
     # Pipeline stages each hold their layers' share, so one stage's budget bounds the batch.
-    return np.where(budget > 0, np.floor(budget / np.maximum(per_seq, 1.0)), 0.0)
+    fit = np.where(budget > 0, np.floor(budget / np.maximum(per_seq, 1.0)), 0.0)
+    if b.has_attention_dp:  # every attention rank caches its own sequences
+        fit = fit * b.attention_dp
+    return fit
 
 
 def memory_per_gpu_bytes(b: ConfigBatch, context_tokens: np.ndarray) -> np.ndarray:
@@ -134,5 +169,5 @@ def memory_per_gpu_bytes(b: ConfigBatch, context_tokens: np.ndarray) -> np.ndarr
         weight_bytes_per_gpu(b)
         + activation_workspace_bytes(b)
         + b.runtime_reserve_bytes
-        + b.batch * kv_bytes_per_sequence_per_gpu(b, context_tokens)
+        + b.batch / b.attention_dp * kv_bytes_per_sequence_per_gpu(b, context_tokens)
     )

@@ -43,6 +43,8 @@ REASONS = (
     "PP exceeds the number of layers",
     "context exceeds the model's maximum position embeddings",
     "the GPUs of a replica exceed the scale-up domain and the catalog has no scale-out bandwidth",
+    "attention DP needs a MoE model with EP = tp x attention_dp",
+    "speculative decoding needs a published draft acceptance rate for the model (objectives/data/modes.yaml)",
 )
 BOUNDS = ("bandwidth", "compute", "interconnect", "overhead", "capacity")
 
@@ -110,6 +112,15 @@ def structural_reason(b: ConfigBatch) -> np.ndarray:
     bad_ep = (b.ep > 1) & ((np.mod(b.tp, b.ep) != 0) | (b.n_experts == 0) | (np.mod(b.n_experts, b.ep) != 0))
     bad_tp = np.mod(b.n_heads, b.tp) != 0
     code = np.where(~np.isfinite(b.link_bw_bytes_per_s), 7, code)
+    if b.has_mtp:
+        code = np.where((b.mtp_tokens > 0) & ~np.isfinite(b.mtp_acceptance), 9, code)
+    if b.has_attention_dp:
+        # DEP: experts over every GPU of the stage (EPLB's redundant slots allow ep not dividing
+        # n_experts); the non-DEP rule (EP divides TP and the experts) stays for attention_dp 1
+        dep = b.attention_dp > 1
+        bad_dep = dep & ((b.n_experts == 0) | (b.ep != b.tp * b.attention_dp) | (b.ep > b.n_experts))
+        code = np.where(bad_dep, 8, code)
+        bad_ep = bad_ep & ~dep
     code = np.where(bad_pp, 5, code)
     code = np.where(bad_ep, 4, code)
     code = np.where(bad_tp, 3, code)
@@ -278,7 +289,11 @@ def evaluate(
     per_user = st.output_tokens_per_s_per_user
     if under_load:
         q = _under_load(
-            b.replace(batch=np.clip(np.minimum(b.batch, b.max_batch_size), 1.0, None)),
+            b.replace(
+                batch=np.clip(
+                    np.minimum(b.batch, b.max_batch_size * (b.attention_dp if b.has_attention_dp else 1.0)), 1.0, None
+                )
+            ),
             feasible,
             rate,  # type: ignore[arg-type]
             replicas=replicas,
@@ -400,7 +415,8 @@ def offline_max_throughput(b: ConfigBatch, candidates: int = 16, **kwargs: objec
     (always including that largest) and keeps the best for each configuration.
     """
     fit = max_batch_that_fits(b, b.isl + b.osl)
-    top = np.clip(np.minimum(fit, b.max_batch_size), 1.0, None)
+    cap = b.max_batch_size * b.attention_dp if b.has_attention_dp else b.max_batch_size  # per attention rank
+    top = np.clip(np.minimum(fit, cap), 1.0, None)
     fractions = np.geomspace(1.0 / 4096.0, 1.0, candidates)
     best: ServingMetrics | None = None
     best_tps = np.full(len(b), -np.inf)

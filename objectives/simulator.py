@@ -49,7 +49,8 @@ import numpy as np
 from objectives.batch import ConfigBatch
 from objectives.communication import pp_handoff_time_s
 from objectives.memory import kv_budget_bytes, kv_bytes_per_sequence_per_gpu
-from objectives.timing import forward_time_s
+from objectives.modes import expected_tokens_per_step
+from objectives.timing import draft_time_s, forward_time_s
 
 Dispatch = Literal["least_loaded", "round_robin"]
 LATENCY_KEYS = ("ttft", "tpot", "e2e", "queue")
@@ -167,11 +168,37 @@ class StepTimeTable:
         (one vectorized call per table), with `decode_step_time_s`'s pipeline convention."""
         one = b.take(np.array([row]))
         pp = float(one.pp[0])
+        if one.has_attention_dp or one.has_mtp:
+            return cls._from_modes(one, max_seqs, max_tokens, max_context)
 
         def fn(n: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray, ps: np.ndarray) -> np.ndarray:
             rows = one.take(np.zeros(n.size, dtype=np.int64))
             stage = forward_time_s(rows, n / pp, c, p / pp, pc, ps / pp)
             return pp * (stage.total_s + pp_handoff_time_s(rows, (n + p) / pp))
+
+        return cls(fn, max_seqs, max_tokens, max_context, fill_fraction=(pp - 1.0) / pp, source="forward_time_s")
+
+    @classmethod
+    def _from_modes(cls, one: ConfigBatch, max_seqs: int, max_tokens: int, max_context: float) -> StepTimeTable:
+        """`from_batch` under attention DP and / or MTP (objectives.timing): the step's sequences
+        and prompt tokens spread evenly over the attention ranks (the MoE layers route all of
+        them); with k draft tokens a round's decode part is the verification of k + 1 positions
+        plus the draft passes divided by the expected tokens per step (the simulator advances a
+        sequence one token per round), the prefill part on top unscaled."""
+        pp = float(one.pp[0])
+        dp = float(one.attention_dp[0])
+        k = float(one.mtp_tokens[0])
+        per_step = float(expected_tokens_per_step(one.mtp_acceptance[0], k))
+
+        def fn(n: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray, ps: np.ndarray) -> np.ndarray:
+            rows = one.take(np.zeros(n.size, dtype=np.int64))
+            stage = forward_time_s(rows, n / pp / dp, c, p / pp / dp, pc, ps / pp / dp).total_s
+            if k > 0:
+                decode = forward_time_s(rows, n / pp / dp, c).total_s
+                verify = forward_time_s(rows, n / pp / dp, c, tokens_per_seq=k + 1.0).total_s
+                draft = draft_time_s(rows, n / pp / dp, c).total_s
+                stage = stage - decode + (verify + draft) / per_step
+            return pp * (stage + pp_handoff_time_s(rows, (n + p) / pp))
 
         return cls(fn, max_seqs, max_tokens, max_context, fill_fraction=(pp - 1.0) / pp, source="forward_time_s")
 
@@ -272,7 +299,7 @@ def kv_blocks_for(b: ConfigBatch, context_tokens: float, block_size: int = BLOCK
     token, as in `max_batch_that_fits`)."""
     one = b.take(np.array([row]))
     ctx = float(max(context_tokens, 1.0))
-    budget = float(kv_budget_bytes(one)[0])
+    budget = float(kv_budget_bytes(one)[0]) * float(one.attention_dp[0])  # every attention rank its own cache
     per_token = float(kv_bytes_per_sequence_per_gpu(one, np.array([ctx]))[0]) / ctx
     if budget <= 0 or per_token <= 0:
         return 0

@@ -12,9 +12,10 @@ Each file's rows become (region, predicted, measured) residuals of one metric:
 - measurements.nim_concurrency.jsonl: TTFT -> ttft, ITL -> tpot at the stated concurrency (the
   model evaluated at that batch; a concurrency above the batch that fits is skipped: those
   requests queue and TTFT measures the queue); engine trtllm (NIM runs TensorRT-LLM);
-- measurements.frontier_headlines.jsonl: only the batch-1 DeepSeek-R1 fp4 row without MTP
-  (tokens/s/user -> tpot); the rest (disaggregated, wide EP, attention DP, speculative
-  decoding) is not modelled and is skipped with its reason.
+- measurements.frontier_headlines.jsonl: the batch-1 DeepSeek-R1 fp4 row without MTP
+  (tokens/s/user -> tpot) and the attention-DP max-throughput row (throughput); the rest
+  (disaggregated pools, speculative decoding) is compared by search/calibration/frontier.py
+  (scripts/validate_frontier.py), not fitted into the intervals.
 
 A model family is the architecture and size (`family`): Llama-3.1-70B and Llama-3.3-70B are one
 family, so a fold never holds out half of one architecture.
@@ -140,8 +141,6 @@ def residuals(
 def _special(row: dict, efficiency: EfficiencyModel) -> str | list[tuple[dict, str, float, float]]:
     """Residuals of a third-party row, or the reason it is skipped."""
     scenario = str(row.get("scenario"))
-    if int(row.get("attention_dp") or 1) != 1:
-        return "attention data parallelism is not modelled"
     model = row.get("base_model") or row.get("model")
     if str(model).startswith("nvidia/DeepSeek-R1"):
         model = "deepseek-ai/DeepSeek-R1"
@@ -151,6 +150,7 @@ def _special(row: dict, efficiency: EfficiencyModel) -> str | list[tuple[dict, s
         "tp": int(row.get("tp") or 1),
         "pp": int(row.get("pp") or 1),
         "ep": int(row["ep"]) if isinstance(row.get("ep"), int) else 1,
+        "attention_dp": int(row.get("attention_dp") or 1),
         "weights": weights_class(str(row["weights"])),
         "isl": int(row["isl"]),
         "osl": int(row["osl"]),

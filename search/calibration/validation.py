@@ -72,6 +72,8 @@ def _row_batch(row: dict, catalog: dict, efficiency: EfficiencyModel) -> ConfigB
         tp=int(row.get("tp", 1)),
         pp=int(row.get("pp", 1)),
         ep=int(row.get("ep", 1)),
+        attention_dp=int(row.get("attention_dp") or 1),
+        mtp=int(row.get("mtp") or 0),
         batch=1,
         isl=int(row["isl"]),
         osl=int(row["osl"]),
@@ -93,9 +95,6 @@ def build_rows(
             continue
         if row.get("metric") not in (None, SCENARIOS[scenario]):
             skipped.append((row, f"metric {row.get('metric')!r} not predicted for {scenario}"))
-            continue
-        if int(row.get("attention_dp", 1)) != 1:
-            skipped.append((row, "attention data parallelism is not modelled"))
             continue
         try:
             batches.append(_row_batch(row, catalog, efficiency))

@@ -67,6 +67,8 @@ CONFIG_FIELDS = (
     "disaggregated",
     "decode_accelerator",
     "decode_tp",
+    "attention_dp",
+    "mtp",
 )
 COST = "usd_per_million_output_tokens"  # the default cost axis
 # Cost objectives that can be the report's cost axis: (short unit, words)
@@ -380,6 +382,10 @@ def label(row: dict[str, Any]) -> str:
         par += f" PP{row['pp']}"
     if int(row.get("ep") or 1) > 1:
         par += f" EP{row['ep']}"
+    if int(row.get("attention_dp") or 1) > 1:
+        par += f" ADP{row['attention_dp']}"
+    if int(row.get("mtp") or 0) > 0:
+        par += f" MTP{row['mtp']}"
     total = row.get("total_gpus")
     count = f"{int(total)}× " if total is not None else ""
     if row.get("disaggregated"):

@@ -18,6 +18,18 @@ behind a load balancer. The flags are the runtimes' own:
 A disaggregated configuration (`disaggregated: true`) gets the two pools' servers and the router
 of each runtime instead (`disaggregated_launch_commands`).
 
+Frontier modes (objectives.modes). Attention data parallelism with expert parallelism
+(`attention_dp` = N > 1 ranks of `tp` GPUs, EP over all tp x N GPUs): vLLM `--tensor-parallel-size
+tp --data-parallel-size N --enable-expert-parallel` (its EP size is TP x DP); SGLang `--tp-size
+tp*N --dp-size N --enable-dp-attention --ep-size tp*N` (SGLang's TP size counts every GPU, the
+attention TP per rank is tp-size / dp-size); TensorRT-LLM `--tp_size tp*N --ep_size tp*N` with
+`enable_attention_dp: true` in the extra options YAML. Speculative decoding / MTP with k draft
+tokens: vLLM `--speculative-config '{"method": "deepseek_mtp", "num_speculative_tokens": k}'`
+(`mtp` for other MTP heads); SGLang `--speculative-algorithm EAGLE --speculative-num-steps k
+--speculative-eagle-topk 1 --speculative-num-draft-tokens k+1` (DeepSeek's NextN head runs as
+EAGLE); TensorRT-LLM `speculative_config: {decoding_type: MTP, num_nextn_predict_layers: k}` in
+the extra options YAML. A replica larger than one node notes the multi-node launch.
+
 Where a runtime needs a pre-quantized checkpoint, the model argument is `$CHECKPOINT` and a note
 says what it must hold.
 """
@@ -69,9 +81,20 @@ def _vllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
     target = model if w in (*_NATIVE, "fp8") else CHECKPOINT
     argv = ["vllm", "serve", target, "--tensor-parallel-size", _i(c["tp"]), "--pipeline-parallel-size", _i(c["pp"])]
     notes = []
-    if int(c["ep"]) > 1:
+    dp = int(c["attention_dp"])
+    if dp > 1:
+        argv += ["--data-parallel-size", str(dp), "--enable-expert-parallel"]
+        notes.append(
+            f"attention data-parallel on {dp} ranks of TP {_i(c['tp'])}; experts expert-parallel over "
+            f"TP x DP = {int(c['tp']) * dp} GPUs"
+        )
+    elif int(c["ep"]) > 1:
         argv.append("--enable-expert-parallel")
         notes.append(f"vLLM sets the expert-parallel size to TP x DP (= {_i(c['tp'])} here), not to EP={_i(c['ep'])}")
+    k = int(c["mtp"])
+    if k > 0:
+        method = "deepseek_mtp" if "deepseek" in model.lower() else "mtp"
+        argv += ["--speculative-config", f'{{"method": "{method}", "num_speculative_tokens": {k}}}']
     if w in _NATIVE:
         argv += ["--dtype", "bfloat16" if w == "bf16" else "float16"]
     elif w == "fp8":
@@ -88,12 +111,33 @@ def _vllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
 def _sglang(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
     w = c["weights"]
     target = model if w in (*_NATIVE, "fp8") else CHECKPOINT
-    argv = ["python", "-m", "sglang.launch_server", "--model-path", target, "--tp-size", _i(c["tp"])]
+    dp = int(c["attention_dp"])
+    tp_size = int(c["tp"]) * dp  # SGLang's --tp-size counts every GPU of the stage
+    argv = ["python", "-m", "sglang.launch_server", "--model-path", target, "--tp-size", str(tp_size)]
     notes = []
     if int(c["pp"]) > 1:
         argv += ["--pp-size", _i(c["pp"])]
-    if int(c["ep"]) > 1:
+    if dp > 1:
+        argv += ["--dp-size", str(dp), "--enable-dp-attention", "--ep-size", str(tp_size)]
+        notes.append(
+            f"--tp-size {tp_size} with --dp-size {dp}: attention TP {_i(c['tp'])} per DP rank; "
+            "add --moe-a2a-backend deepep for DeepEP's dispatch / combine kernels"
+        )
+    elif int(c["ep"]) > 1:
         argv += ["--ep-size", _i(c["ep"])]
+    k = int(c["mtp"])
+    if k > 0:
+        argv += [
+            "--speculative-algorithm",
+            "EAGLE",
+            "--speculative-num-steps",
+            str(k),
+            "--speculative-eagle-topk",
+            "1",
+            "--speculative-num-draft-tokens",
+            str(k + 1),
+        ]
+        notes.append("the model's MTP (NextN) head drafts as EAGLE; no separate draft checkpoint")
     if w in _NATIVE:
         argv += ["--dtype", "bfloat16" if w == "bf16" else "float16"]
     elif w == "fp8":
@@ -109,8 +153,11 @@ def _sglang(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
 def _trtllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str], str | None]:
     w = c["weights"]
     target = model if w in _NATIVE else CHECKPOINT
-    argv = ["trtllm-serve", target, "--tp_size", _i(c["tp"]), "--pp_size", _i(c["pp"])]
-    if int(c["ep"]) > 1:
+    dp = int(c["attention_dp"])
+    argv = ["trtllm-serve", target, "--tp_size", str(int(c["tp"]) * dp), "--pp_size", _i(c["pp"])]
+    if dp > 1:
+        argv += ["--ep_size", str(int(c["tp"]) * dp)]
+    elif int(c["ep"]) > 1:
         argv += ["--ep_size", _i(c["ep"])]
     argv += ["--max_batch_size", _i(c["max_batch"]), "--max_num_tokens", _i(c["chunked_prefill"])]
     notes = []
@@ -120,11 +167,23 @@ def _trtllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str], str | 
         notes.append(
             "quantization comes from the checkpoint, not from a flag: " + _checkpoint_note(model, w, "TensorRT-LLM")
         )
-    extra = None
+    options = []
     if c["kv_cache"] in ("fp8", "int8"):
-        argv += ["--extra_llm_api_options", "extra_llm_api_options.yaml"]
-        extra = "kv_cache_config:\n  dtype: fp8\n"
+        options.append("kv_cache_config:\n  dtype: fp8\n")
         notes.append("extra_llm_api_options.yaml sets the fp8 KV cache (kv_cache_config: dtype: fp8)")
+    if dp > 1:
+        options.append("enable_attention_dp: true\n")
+        notes.append(
+            f"enable_attention_dp: attention data-parallel on {dp} ranks, experts over --ep_size {int(c['tp']) * dp}"
+        )
+    k = int(c["mtp"])
+    if k > 0:
+        options.append(f"speculative_config:\n  decoding_type: MTP\n  num_nextn_predict_layers: {k}\n")
+        notes.append(f"speculative_config: MTP with {k} draft token{'s' if k > 1 else ''} per step")
+    extra = None
+    if options:
+        argv += ["--extra_llm_api_options", "extra_llm_api_options.yaml"]
+        extra = "".join(options)
     return argv, notes, extra
 
 
@@ -136,19 +195,31 @@ def launch_commands(
     replicas: float | None = None,
     compute_dtype: str | None = None,
     pools: dict[str, Any] | None = None,
+    gpus_per_node: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{runtime: {argv, command, notes, available[, extra_file]}} for one configuration
     (`tp`, `pp`, `ep`, `weights`, `kv_cache`, `max_batch`, `chunked_prefill`) of `model` (a
     Hugging Face id or path). `vendor` marks runtimes that cannot run on the GPU (TensorRT-LLM
     off NVIDIA) as unavailable; `compute_dtype` (the dtype the GEMMs really run in) adds a note
-    when a W8A8 / W4A4 scheme falls back to weight-only on that GPU."""
+    when a W8A8 / W4A4 scheme falls back to weight-only on that GPU. `attention_dp` and `mtp` in
+    the configuration add the frontier-mode flags (module docstring); `gpus_per_node` notes a
+    replica that spans nodes."""
     if config.get("disaggregated"):  # two pools: disaggregated_launch_commands
         return disaggregated_launch_commands(model, config, vendor=vendor, pools=pools)
     c = {"pp": 1, "ep": 1, "chunked_prefill": 8192, **config}
+    c["attention_dp"] = int(c.get("attention_dp") or 1)
+    c["mtp"] = int(c.get("mtp") or 0)
     amd = bool(vendor) and vendor.lower() == "amd"  # type: ignore[union-attr]
     nvidia = not vendor or vendor.lower() == "nvidia"
     common = []
-    gpus = int(c["tp"]) * int(c["pp"])
+    gpus = int(c["tp"]) * int(c["attention_dp"]) * int(c["pp"])
+    if gpus_per_node and gpus > gpus_per_node:
+        nodes = -(-gpus // int(gpus_per_node))
+        common.append(
+            f"one replica spans {nodes} nodes of {int(gpus_per_node)} GPUs (wide EP over the scale-out network): "
+            "launch it on every node (vLLM --data-parallel-size-local / --data-parallel-address, SGLang "
+            "--nnodes / --node-rank / --dist-init-addr, TensorRT-LLM under mpirun or Slurm)"
+        )
     if replicas and replicas > 1:
         common.append(f"one replica of {gpus} GPU{'s' if gpus > 1 else ''}; run {int(replicas)} behind a load balancer")
     if compute_dtype and c["weights"] not in _NATIVE and compute_dtype == "bf16" and c["weights"] in ("fp8", "int8"):

@@ -91,7 +91,12 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "gpus_per_replica": _num(r.get("gpus")),
         "replicas": _num(r.get("replicas")),
         "total_gpus": _num(r.get("total_gpus")),
-        "parallelism": {"tp": r["tp"], "pp": r["pp"], "ep": r["ep"]},
+        "parallelism": {
+            "tp": r["tp"],
+            "pp": r["pp"],
+            "ep": r["ep"],
+            **{k: r[k] for k in ("attention_dp", "mtp") if k in r},
+        },
         "weights": r["weights"],
         "kv_cache": r["kv_cache"],
         "compute_dtype": cdtype,
@@ -397,6 +402,7 @@ def recommendations(
             replicas=rec["replicas"],
             compute_dtype=rec["compute_dtype"],
             pools=rec.get("disaggregation"),
+            gpus_per_node=_gpus_per_node(ctx, rec["accelerator"]),
         )
         out[kind] = rec
     _within_error(ctx, out)
@@ -435,3 +441,9 @@ def _within_error(ctx: SweepContext, recs: dict[str, dict[str, Any] | None]) -> 
                 f"Within the model's error of the {other_kind} pick ({other['label']}): their 80 % intervals overlap "
                 f"in {ctx.latency_metric.upper()} and {ctx.cost_words} — measure both: " + "; ".join(probes) + "."
             )
+
+
+def _gpus_per_node(ctx: SweepContext, gpu_id: str) -> int | None:
+    """GPUs per node of the catalog entry (None where unknown): a replica beyond it spans nodes."""
+    gpu = ctx.catalog.get(gpu_id)
+    return int(gpu.gpus_per_node) if gpu is not None and getattr(gpu, "gpus_per_node", None) else None

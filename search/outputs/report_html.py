@@ -86,4 +86,30 @@ def _par(c: dict[str, Any]) -> str:
         s += f" × PP {c['pp']}"
     if int(c.get("ep") or 1) > 1:
         s += f", EP {c['ep']}"
+    if int(c.get("attention_dp") or 1) > 1:
+        s += f", attention DP {c['attention_dp']}"
+    if int(c.get("mtp") or 0) > 0:
+        s += f", MTP {c['mtp']}"
     return s
+
+
+def mode_sentences(c: dict[str, Any]) -> list[str]:
+    """One sentence for each frontier mode a configuration uses (empty when it uses none)."""
+    out = []
+    dp = int(c.get("attention_dp") or 1)
+    if dp > 1:
+        tp = int(c.get("tp") or 1)
+        out.append(
+            f"Attention data parallelism with expert parallelism (DEP): {dp} attention ranks of TP {tp} each "
+            f"run their own batch and KV cache, and every MoE layer is expert-parallel over all {tp * dp} GPUs "
+            "with a dispatch / combine all-to-all, so the weights are stored once per replica but the KV "
+            "cache is not duplicated across TP ranks."
+        )
+    k = int(c.get("mtp") or 0)
+    if k > 0:
+        out.append(
+            f"Speculative decoding (MTP {k}): the model's draft head proposes {k} token{'s' if k > 1 else ''} "
+            f"and each step verifies {k + 1} positions per sequence, emitting the accepted run — fewer, "
+            "slightly longer steps per output token."
+        )
+    return out

@@ -10,7 +10,7 @@ from objectives.queueing import DEFAULT_TARGET_UTILIZATION
 from search.outputs.candidates import COST, KINDS, TITLES, SweepContext
 from search.outputs.launch import launch_commands
 from search.outputs.procurement import MARK, efficiency_bases, price_mark, pricing_assumptions
-from search.outputs.report_html import _e, _lat, _mtok, _num, _par, _pct, _table, _usd
+from search.outputs.report_html import _e, _lat, _mtok, _num, _par, _pct, _table, _usd, mode_sentences
 from search.sweeps import LATENCY_METRICS, cloud_basis_note
 
 EXTRAPOLATED_MARK = "‡"  # an interval from a broader region than the pick's
@@ -275,6 +275,7 @@ def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None, roof: dict
         ("GPU type and count", f"{r['accelerator']} × {r['total_gpus']:.0f}"),
         ("replicas for the target rate", f"{r['replicas']:.0f} of {r['gpus_per_replica']:.0f} GPU(s)"),
         ("parallelism", _par(r["parallelism"])),
+        *[("mode", sentence) for sentence in mode_sentences(r["parallelism"])],
         ("quantization", f"{r['weights']} weights, {r['kv_cache']} KV cache — {r['quantization']}"),
         (
             "batch limit (running at)",

@@ -113,6 +113,8 @@ class AnalyticEvaluator:
         def values(name: str) -> np.ndarray:
             return np.asarray(dims[name].values, dtype=np.float64)[idx[name][rows]]
 
+        modes = {name: values(name) for name in ("attention_dp", "mtp") if name in dims}
+
         b = build_batch(
             self.model,
             self.catalog[gpu_id],
@@ -125,6 +127,7 @@ class AnalyticEvaluator:
             isl=self.workload.isl,
             osl=self.workload.osl,
             efficiency=self.efficiency,
+            **modes,  # type: ignore[arg-type]
         )
         b = b.replace(max_num_tokens=values("chunked_prefill"))
         price = np.full(len(rows), self.price_per_gpu_hour(gpu_id))

@@ -29,7 +29,9 @@ class SearchSpace:
     """Dimensions of a sweep in a fixed order: accelerator, tp, pp, ep, weights, kv_cache,
     max_batch, chunked_prefill and, when the spec lists them, replicas; with a disaggregation
     section, then disaggregated, decode_accelerator and decode_tp (a disaggregated configuration
-    reads accelerator / tp / max_batch as its prefill GPU, prefill TP and decode batch limit)."""
+    reads accelerator / tp / max_batch as its prefill GPU, prefill TP and decode batch limit); then
+    attention_dp and mtp when the spec gives them other values than the defaults [1] / [0] (so the
+    ids and keys of sweeps without those modes stay what they were)."""
 
     def __init__(self, spec: SweepSpec) -> None:
         s = spec.space
@@ -50,6 +52,10 @@ class SearchSpace:
             dims.append(Dimension("disaggregated", tuple(d.enabled)))
             dims.append(Dimension("decode_accelerator", tuple(d.decode.accelerators or spec.accelerators)))
             dims.append(Dimension("decode_tp", tuple(d.decode.tp or s.tp)))
+        if list(s.attention_dp) != [1]:
+            dims.append(Dimension("attention_dp", tuple(s.attention_dp)))
+        if list(s.mtp) != [0]:
+            dims.append(Dimension("mtp", tuple(s.mtp)))
         self.dimensions: tuple[Dimension, ...] = tuple(dims)
         self._radix = np.array([d.size for d in dims], dtype=np.int64)
 

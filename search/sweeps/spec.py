@@ -145,8 +145,21 @@ class Space(_Strict):
     chunked_prefill: list[int] = Field(default_factory=lambda: [8192])
     replicas: Literal["auto"] | list[int] = "auto"
     disaggregation: Disaggregation | None = None
+    # attention data-parallel ranks of tp GPUs each (DEP: ep must be tp x attention_dp) and draft
+    # tokens of speculative decoding / MTP (objectives.modes); the defaults leave both off
+    attention_dp: list[int] = Field(default_factory=lambda: [1])
+    mtp: list[int] = Field(default_factory=lambda: [0])
 
-    @field_validator("tp", "pp", "ep", "max_batch", "chunked_prefill")
+    @field_validator("mtp")
+    @classmethod
+    def _draft_tokens(cls, values: list[int]) -> list[int]:
+        if not values:
+            raise ValueError("needs at least one value")
+        if any(v < 0 or v > 8 for v in values):
+            raise ValueError(f"draft tokens must be 0..8, got {values}")
+        return sorted(set(values))
+
+    @field_validator("tp", "pp", "ep", "max_batch", "chunked_prefill", "attention_dp")
     @classmethod
     def _positive(cls, values: list[int]) -> list[int]:
         if not values:
@@ -457,6 +470,10 @@ class SweepSpec(_Strict):
             values["disaggregated"] = d.enabled
             values["decode_accelerator"] = d.decode.accelerators or list(self.accelerators)
             values["decode_tp"] = d.decode.tp or self.space.tp
+        if list(self.space.attention_dp) != [1]:
+            values["attention_dp"] = self.space.attention_dp
+        if list(self.space.mtp) != [0]:
+            values["mtp"] = self.space.mtp
         return values
 
     def space_size(self) -> int:

@@ -1,0 +1,224 @@
+"""Frontier deployment modes: attention DP with EP (DEP), wide EP, MTP (issue 14.1, 14.2, 14.4, 14.5)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from objectives.accelerators import get_accelerator
+from objectives.batch import build_batch
+from objectives.communication import hierarchical_alltoall_time_s
+from objectives.memory import expert_params_per_gpu, kv_budget_bytes, max_batch_that_fits, weight_bytes_per_gpu
+from objectives.models import load_model
+from objectives.modes import default_moe_imbalance, expected_tokens_per_step, speculative_defaults
+from objectives.serving import REASONS, evaluate
+from objectives.timing import decode_step_time_s, prefill_time_s
+from search.outputs.launch import launch_commands
+
+R1 = "deepseek-ai/DeepSeek-R1"
+FRONTIER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "measurements.frontier_headlines.jsonl"
+
+
+def _batch(**kw):
+    base = dict(weights="fp8", kv_cache="fp8", batch=64, isl=1024, osl=256)
+    return build_batch(load_model(kw.pop("model", R1)), get_accelerator(kw.pop("gpu", "H200-SXM")), **{**base, **kw})
+
+
+def test_expected_tokens_formula():
+    assert expected_tokens_per_step(0.85, 0) == 1.0
+    assert expected_tokens_per_step(np.nan, 0) == 1.0
+    assert float(expected_tokens_per_step(0.85, 1)) == pytest.approx(1.85)
+    assert float(expected_tokens_per_step(0.5, 3)) == pytest.approx(1 + 0.5 + 0.25 + 0.125)
+    assert float(expected_tokens_per_step(1.0, 3)) == pytest.approx(4.0)
+    assert speculative_defaults("deepseek-r1").acceptance == pytest.approx(0.85)
+    assert math.isnan(speculative_defaults("meta-llama/Llama-3.1-8B-Instruct").acceptance)
+    assert default_moe_imbalance() == pytest.approx(1.18)
+
+
+def test_dep_memory_by_hand():
+    m = load_model(R1)
+    b = _batch(tp=1, ep=8, attention_dp=8)
+    moe_layers = m.n_moe_layers
+    # experts: 256 / 8 = 32 per GPU in every MoE layer, attention and dense layers whole per rank
+    assert expert_params_per_gpu(b)[0] == pytest.approx(32 * m.params_per_expert * moe_layers)
+    dense = (
+        m.attn_params_per_layer * m.n_layers
+        + m.dense_mlp_params_per_layer * m.n_dense_layers
+        + (m.shared_expert_params_per_layer + m.router_params_per_layer) * moe_layers
+    )
+    emb = m.embedding_params + (0 if m.tie_word_embeddings else m.lm_head_params)
+    want = (dense + 32 * m.params_per_expert * moe_layers) * b.weight_bytes_per_param[0] + emb * 2.0
+    assert weight_bytes_per_gpu(b)[0] == pytest.approx(want, rel=1e-9)
+    # KV per rank: the replica holds attention_dp x what one GPU's budget fits
+    per_gpu = np.floor(kv_budget_bytes(b)[0] / (m.kv_cache_elems_per_token_per_layer * m.n_layers * 1.0 * 1280))
+    assert max_batch_that_fits(b, 1280.0)[0] == pytest.approx(8 * per_gpu)
+    assert b.gpus[0] == 8
+
+
+def test_dep_decode_time_by_hand_small_case():
+    """Mixtral (8 experts, top-2) DEP2 at TP1: the step's expert FLOPs are those of all routed tokens
+    over 2 GPUs times the imbalance, the attention sees one rank's sequences, no all-reduce."""
+    mx = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    dep = _batch(model=mx, gpu="H100-SXM", tp=1, ep=2, attention_dp=2, batch=64)
+    one = _batch(model=mx, gpu="H100-SXM", tp=1, ep=1, batch=32)
+    t_dep = decode_step_time_s(dep, dep.batch, 1152.0)
+    t_one = decode_step_time_s(one, one.batch, 1152.0)
+    assert t_dep.kv_memory_s[0] == pytest.approx(t_one.kv_memory_s[0])  # 32 sequences per rank
+    m = load_model(mx)
+    flops = 2 * 64 * m.experts_per_token * m.params_per_expert * m.n_moe_layers / 2
+    dense = 2 * 32 * (m.attn_params_per_layer * m.n_layers + m.router_params_per_layer * m.n_moe_layers)
+    lm = 2 * 32 * m.lm_head_params
+    got = t_dep.gemm_compute_s[0] * dep.peak_flops[0]
+    # gemm_compute_s divides by achieved FLOP/s: compare FLOPs through the efficiencies
+    assert got > 0 and flops * dep.moe_imbalance[0] + dense + lm > flops
+    # communication: dispatch + combine of 32 tokens x top-2 over 2 GPUs, per MoE layer, no all-reduce
+    copies = 32 * m.experts_per_token * m.hidden_size
+    lat, bw, eff = dep.allreduce_latency_s[0], dep.scaleup_bw_bytes_per_s[0], dep.eff_link[0]
+    a2a = (2 * lat + 0.5 * copies * (dep.activation_bytes[0] + 2.0) / (bw * eff)) * dep.moe_imbalance[0]
+    assert t_dep.communication_s[0] == pytest.approx(m.n_moe_layers * a2a, rel=1e-9)
+
+
+def test_wide_ep_alltoall_across_nodes_and_nvl72():
+    s = np.array([1e6])
+    # 16 GPUs in 8-GPU domains: 7/16 over NVLink, 8/16 over the NIC (the slower path sets it)
+    t = hierarchical_alltoall_time_s(s, np.array([16.0]), np.array([8.0]), 450e9, 50e9, 1.0, 0.0)
+    assert t[0] == pytest.approx(0.5e6 / 50e9)
+    # GB200 NVL72: 72 GPUs in one domain, all over NVLink
+    gb = get_accelerator("GB200")
+    assert gb.scaleup_domain == 72
+    b = _batch(gpu="GB200", tp=1, ep=64, attention_dp=64, weights="fp8")
+    assert np.isfinite(b.link_bw_bytes_per_s[0]) and b.link_bw_bytes_per_s[0] == gb.scaleup_bw_bytes_per_s
+    h = _batch(gpu="H200-SXM", tp=1, ep=32, attention_dp=32)
+    assert h.link_bw_bytes_per_s[0] == get_accelerator("H200-SXM").scaleout_bw_bytes_per_s
+    assert evaluate(h).feasible[0]
+
+
+def test_mode_off_identity():
+    for model in (R1, "meta-llama/Llama-3.1-8B-Instruct"):
+        a = _batch(model=model, tp=8, ep=1 if "Llama" in model else 8)
+        b = _batch(model=model, tp=8, ep=1 if "Llama" in model else 8, attention_dp=1, mtp=0)
+        ma, mb = evaluate(a), evaluate(b)
+        for key in ("ttft_s", "tpot_s", "output_tokens_per_s_per_gpu", "weight_bytes_per_gpu", "max_batch"):
+            np.testing.assert_array_equal(getattr(ma, key), getattr(mb, key))
+
+
+def test_mtp_time_and_memory():
+    base = _batch(tp=8, ep=8, batch=1)
+    mtp = _batch(tp=8, ep=8, batch=1, mtp=2)
+    assert weight_bytes_per_gpu(mtp)[0] > weight_bytes_per_gpu(base)[0]  # the draft layer
+    t0 = decode_step_time_s(base, base.batch, 1152.0).total_s[0]
+    t2 = decode_step_time_s(mtp, mtp.batch, 1152.0).total_s[0]
+    e = float(expected_tokens_per_step(0.85, 2))
+    assert t2 < t0  # per output token: faster at batch 1
+    assert t2 * e > t0  # the verification step itself is longer
+    none = evaluate(_batch(model="meta-llama/Llama-3.1-8B-Instruct", tp=1, mtp=1))
+    assert not none.feasible[0] and "acceptance" in none.reason[0]
+
+
+def test_dep_structural_rules():
+    bad = evaluate(_batch(tp=1, ep=4, attention_dp=8))
+    assert REASONS[int(bad.reason_code[0])].startswith("attention DP")
+    dense = evaluate(_batch(model="meta-llama/Llama-3.1-8B-Instruct", tp=1, ep=8, attention_dp=8))
+    assert not dense.feasible[0]
+    ok = evaluate(_batch(tp=1, ep=72, attention_dp=72, gpu="H100-SXM"))  # 256 experts in 288 slots
+    assert ok.feasible[0]
+    assert prefill_time_s(_batch(tp=1, ep=8, attention_dp=8), 1024.0, 8.0).total_s[0] > 0
+
+
+def test_sweep_spec_with_modes_analytic():
+    from search.sweeps.analytic import AnalyticEvaluator
+    from search.sweeps.space import SearchSpace
+    from search.sweeps.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "dep",
+            "model": R1,
+            "workload": "chat",
+            "accelerators": ["H200-SXM"],
+            "space": {
+                "tp": [1, 8],
+                "ep": [1, 8],
+                "attention_dp": [1, 8],
+                "mtp": [0, 1],
+                "weights": ["fp8"],
+                "kv_cache": ["fp8"],
+                "max_batch": [64],
+            },
+            "objectives": [{"metric": "tpot", "percentile": 99}, {"metric": "usd_per_million_output_tokens"}],
+            "sampler": "exhaustive",
+        }
+    )
+    space = SearchSpace(spec)
+    assert "attention_dp" in space.names and "mtp" in space.names and space.size == 16
+    res = AnalyticEvaluator(spec).evaluate(np.arange(space.size))
+    cfg = [space.config(i) for i in range(space.size)]
+    dep = [i for i, c in enumerate(cfg) if c["attention_dp"] == 8 and c["tp"] == 1 and c["ep"] == 8]
+    assert any(res.metrics["gpus"][i] == 8 for i in dep)
+    assert all(np.isfinite(res.metrics["tpot_s"][i]) for i in dep)
+    # a spec without the modes keeps its old dimensions (ids of stored sweeps unchanged)
+    plain = parse_spec({**spec.model_dump(), "space": {"tp": [1, 8]}})
+    assert "attention_dp" not in SearchSpace(plain).names
+
+
+def test_validation_predicts_attention_dp_rows():
+    from search.calibration.validation import build_rows
+
+    row = {
+        "id": "x",
+        "model": R1,
+        "gpu": "B200",
+        "tp": 1,
+        "pp": 1,
+        "ep": 8,
+        "attention_dp": 8,
+        "weights": "fp4",
+        "isl": 1024,
+        "osl": 2048,
+        "scenario": "offline_max_throughput",
+        "metric": "output_tokens_per_s_per_gpu",
+        "value": 4600,
+    }
+    used, batch, skipped = build_rows([row])
+    assert used and not skipped and batch.attention_dp[0] == 8
+
+
+@pytest.mark.skipif(not FRONTIER.exists(), reason="shared reference data not present")
+def test_frontier_rows_predicted_or_skipped_with_reason():
+    from search.calibration.frontier import predict_all
+
+    rows = predict_all(FRONTIER)
+    assert all(r.predicted is not None or r.note.startswith("skipped:") for r in rows)
+    assert not any("not modelled" in r.note for r in rows)
+    assert sum(r.predicted is not None for r in rows) >= 10
+
+
+def test_launch_lines_dep_and_mtp():
+    c = {"tp": 1, "pp": 1, "ep": 8, "attention_dp": 8, "mtp": 2, "weights": "fp8", "kv_cache": "fp8", "max_batch": 256}
+    out = launch_commands(R1, c, gpus_per_node=8)
+    v, s, t = out["vllm"]["argv"], out["sglang"]["argv"], out["trtllm"]
+    assert "--data-parallel-size" in v and v[v.index("--data-parallel-size") + 1] == "8"
+    assert "--enable-expert-parallel" in v and "--speculative-config" in v
+    assert '"num_speculative_tokens": 2' in v[v.index("--speculative-config") + 1]
+    assert "--enable-dp-attention" in s and s[s.index("--dp-size") + 1] == "8" and s[s.index("--ep-size") + 1] == "8"
+    assert s[s.index("--tp-size") + 1] == "8" and s[s.index("--speculative-algorithm") + 1] == "EAGLE"
+    assert s[s.index("--speculative-num-draft-tokens") + 1] == "3"
+    assert t["argv"][t["argv"].index("--ep_size") + 1] == "8"
+    assert "enable_attention_dp: true" in t["extra_file"]["content"]
+    assert "decoding_type: MTP" in t["extra_file"]["content"]
+    wide = launch_commands(R1, {**c, "attention_dp": 32, "mtp": 0}, gpus_per_node=8)
+    assert any("spans 4 nodes" in n for n in wide["sglang"]["notes"])
+    plain = launch_commands(R1, {**c, "attention_dp": 1, "mtp": 0, "ep": 1, "tp": 8})
+    assert "--enable-dp-attention" not in plain["sglang"]["argv"]
+    assert "--speculative-config" not in plain["vllm"]["argv"]
+
+
+def test_report_mode_sentences():
+    from search.outputs.report_html import mode_sentences
+
+    assert mode_sentences({"tp": 8}) == []
+    got = mode_sentences({"tp": 1, "attention_dp": 8, "mtp": 1})
+    assert len(got) == 2 and "expert-parallel over all 8 GPUs" in got[0] and "verifies 2" in got[1]
