@@ -81,7 +81,7 @@ def _vllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
     target = model if w in (*_NATIVE, "fp8") else CHECKPOINT
     argv = ["vllm", "serve", target, "--tensor-parallel-size", _i(c["tp"]), "--pipeline-parallel-size", _i(c["pp"])]
     notes = []
-    dp = int(c["attention_dp"])
+    dp = int(c.get("attention_dp") or 1)
     if dp > 1:
         argv += ["--data-parallel-size", str(dp), "--enable-expert-parallel"]
         notes.append(
@@ -91,7 +91,7 @@ def _vllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
     elif int(c["ep"]) > 1:
         argv.append("--enable-expert-parallel")
         notes.append(f"vLLM sets the expert-parallel size to TP x DP (= {_i(c['tp'])} here), not to EP={_i(c['ep'])}")
-    k = int(c["mtp"])
+    k = int(c.get("mtp") or 0)
     if k > 0:
         method = "deepseek_mtp" if "deepseek" in model.lower() else "mtp"
         argv += ["--speculative-config", f'{{"method": "{method}", "num_speculative_tokens": {k}}}']
@@ -111,7 +111,7 @@ def _vllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
 def _sglang(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
     w = c["weights"]
     target = model if w in (*_NATIVE, "fp8") else CHECKPOINT
-    dp = int(c["attention_dp"])
+    dp = int(c.get("attention_dp") or 1)
     tp_size = int(c["tp"]) * dp  # SGLang's --tp-size counts every GPU of the stage
     argv = ["python", "-m", "sglang.launch_server", "--model-path", target, "--tp-size", str(tp_size)]
     notes = []
@@ -125,7 +125,7 @@ def _sglang(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
         )
     elif int(c["ep"]) > 1:
         argv += ["--ep-size", _i(c["ep"])]
-    k = int(c["mtp"])
+    k = int(c.get("mtp") or 0)
     if k > 0:
         argv += [
             "--speculative-algorithm",
@@ -153,7 +153,7 @@ def _sglang(model: str, c: dict[str, Any]) -> tuple[list[str], list[str]]:
 def _trtllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str], str | None]:
     w = c["weights"]
     target = model if w in _NATIVE else CHECKPOINT
-    dp = int(c["attention_dp"])
+    dp = int(c.get("attention_dp") or 1)
     argv = ["trtllm-serve", target, "--tp_size", str(int(c["tp"]) * dp), "--pp_size", _i(c["pp"])]
     if dp > 1:
         argv += ["--ep_size", str(int(c["tp"]) * dp)]
@@ -176,7 +176,7 @@ def _trtllm(model: str, c: dict[str, Any]) -> tuple[list[str], list[str], str | 
         notes.append(
             f"enable_attention_dp: attention data-parallel on {dp} ranks, experts over --ep_size {int(c['tp']) * dp}"
         )
-    k = int(c["mtp"])
+    k = int(c.get("mtp") or 0)
     if k > 0:
         options.append(f"speculative_config:\n  decoding_type: MTP\n  num_nextn_predict_layers: {k}\n")
         notes.append(f"speculative_config: MTP with {k} draft token{'s' if k > 1 else ''} per step")
