@@ -30,6 +30,8 @@ def _replay(spec, rec: dict, workload_file: Path) -> dict:
         tp=int(config["tp"]),
         pp=int(config["pp"]),
         ep=int(config["ep"]),
+        attention_dp=int(config.get("attention_dp") or 1),
+        mtp=int(config.get("mtp") or 0),
         weights=config["weights"],
         kv_cache=config["kv_cache"],
         max_num_seqs=int(config["max_batch"]),

@@ -49,7 +49,11 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed (a seeded run replays identically)")] = 0,
     tp: Annotated[int, typer.Option(min=1, help="tensor parallel size")] = 1,
     pp: Annotated[int, typer.Option(min=1, help="pipeline parallel size")] = 1,
-    ep: Annotated[int, typer.Option(min=1, help="expert parallel size (divides TP)")] = 1,
+    ep: Annotated[int, typer.Option(min=1, help="expert parallel size (divides TP; tp x attention-dp with DEP)")] = 1,
+    attention_dp: Annotated[
+        int, typer.Option(min=1, help="attention data-parallel ranks of tp GPUs each (DEP, MoE models)")
+    ] = 1,
+    mtp: Annotated[int, typer.Option(min=0, max=8, help="draft tokens of speculative decoding / MTP")] = 0,
     weights: Annotated[str, typer.Option(help="bf16, fp8, int8, int8-wo, int4, fp4, mxfp4")] = "bf16",
     kv_cache: Annotated[
         str | None, typer.Option(help="KV-cache dtype bf16 or fp8 (default: fp8 with fp8/fp4 weights)")
@@ -91,6 +95,8 @@ def simulate(
             tp=tp,
             pp=pp,
             ep=ep,
+            attention_dp=attention_dp,
+            mtp=mtp,
             weights=weights,
             kv_cache=kv_cache,
             max_num_seqs=max_num_seqs,

@@ -101,6 +101,8 @@ def simulate_deployment(
     tp: int = 1,
     pp: int = 1,
     ep: int = 1,
+    attention_dp: int = 1,
+    mtp: int = 0,
     weights: str = "bf16",
     kv_cache: str | None = None,
     max_num_seqs: int = 256,
@@ -140,7 +142,18 @@ def simulate_deployment(
     osl = float(np.mean(reqs.output_tokens))
     try:
         b = build_batch(
-            spec, accel, weights=scheme.name, kv_cache=kv, tp=tp, pp=pp, ep=ep, batch=max_num_seqs, isl=isl, osl=osl
+            spec,
+            accel,
+            weights=scheme.name,
+            kv_cache=kv,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            batch=max_num_seqs,
+            isl=isl,
+            osl=osl,
+            attention_dp=attention_dp,
+            mtp=mtp,
         )
     except ValueError as exc:
         raise SimulationError(str(exc)) from None
@@ -187,6 +200,8 @@ def simulate_deployment(
         "tp": tp,
         "pp": pp,
         "ep": ep,
+        "attention_dp": attention_dp,
+        "mtp": mtp,
         "weights": scheme.name,
         "kv_cache": kv,
         "replicas": replicas,
