@@ -110,6 +110,10 @@ class ConfigBatch:
     kv_memory_fraction: np.ndarray
     max_num_tokens: np.ndarray
     max_batch_size: np.ndarray
+    # engine memory policy (objectives.engines): share of HBM the engine may use, and whether the
+    # activation workspace and runtime reserve come out of it (1) or out of the rest (0)
+    hbm_usable_fraction: np.ndarray
+    workspace_in_budget: np.ndarray
     # deployment
     tp: np.ndarray
     pp: np.ndarray
@@ -209,9 +213,13 @@ def build_batch(
     isl: np.ndarray | int = 1024,
     osl: np.ndarray | int = 256,
     efficiency: EfficiencyModel | None = None,
+    engine: str | None = None,
 ) -> ConfigBatch:
     """Configurations of one model on one GPU type and one quantization; the numeric
-    arguments broadcast against each other to give N rows."""
+    arguments broadcast against each other to give N rows. `engine` (trtllm, vllm, sglang)
+    applies that engine's runtime profile (objectives.engines: memory fraction, sequence and
+    token caps, host overheads where it has them, and its kernel records under the kernel
+    model); None keeps the efficiency model's serving values (the default engine's)."""
     scheme = get_scheme(weights)
     supported = frozenset(d for d in gpu.peak_flops if gpu.supports(d))
     compute_dtype = resolve_compute_dtype(scheme, supported)
@@ -259,8 +267,19 @@ def build_batch(
         batch=b_a,
         isl=i_a,
         osl=o_a,
+        hbm_usable_fraction=full(1.0),
+        workspace_in_budget=full(1.0),
     )
-    values.update(_kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a))
+    profile = None
+    if engine is not None:
+        from objectives.engines import get_profile
+
+        profile = get_profile(engine)
+        values.update(profile.batch_values(gpu.id, gpu.hbm_bytes, tp_a, pp_a))
+    kernel_engine = profile.kernels if profile is not None and eff_model.kernel_engine else None
+    values.update(
+        _kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a, kernel_engine)
+    )
     return ConfigBatch(**values)
 
 
@@ -274,12 +293,14 @@ def _kernel_fields(
     tp: np.ndarray,
     pp: np.ndarray,
     ep: np.ndarray,
+    kernel_engine: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Kernel-model fields: tables from the kernel records (or zero-width without an engine).
     In the kernel model the fractions are the raw microbenchmark ones (no serving factors) and
-    the overheads are the kernel model's own."""
+    the overheads are the kernel model's own. `kernel_engine` (an engine profile's `kernels`)
+    overrides the efficiency model's engine."""
     n = tp.size
-    engine = eff_model.kernel_engine
+    engine = kernel_engine or eff_model.kernel_engine
     if engine is None:
         return {
             "kt_gemm_dense": np.zeros((n, 0)),
