@@ -386,10 +386,13 @@ def interp_rows_2d(
     return np.exp(top + (bot - top) * wi)
 
 
-def term_basis(eff_model: Any, model: Any, gpu: Any, weights: str, kv_cache: str, tp: int = 1) -> dict[str, str]:
+def term_basis(
+    eff_model: Any, model: Any, gpu: Any, weights: str, kv_cache: str, tp: int = 1, engine: str | None = None
+) -> dict[str, str]:
     """Where each term of an estimate comes from with the kernel model: {"gemm", "attention",
     "moe", "communication", "overhead"} -> `kernel-db <engine> <version> <dtype>`,
-    `scaled from <gpu> (...)` or `microbenchmark`."""
+    `scaled from <gpu> (...)` or `microbenchmark`. `engine` (kernel records) overrides the
+    efficiency model's."""
     from objectives.quantization import get_scheme, kv_cache_bytes_per_element, resolve_compute_dtype
 
     scheme = get_scheme(weights)
@@ -414,7 +417,7 @@ def term_basis(eff_model: Any, model: Any, gpu: Any, weights: str, kv_cache: str
         1.0,
         tuple(sorted(frac.items())),
     )
-    basis = dict(_cached_tables(key, eff_model.kernel_engine).basis)
+    basis = dict(_cached_tables(key, engine or eff_model.kernel_engine).basis)
     params = eff_model.kernel_params
     basis["overhead"] = "fitted end to end (kernel_serving.yaml)" if params else "efficiency.yaml"
     return basis

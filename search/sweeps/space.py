@@ -27,7 +27,7 @@ class Dimension:
 
 class SearchSpace:
     """Dimensions of a sweep in a fixed order: accelerator, tp, pp, ep, weights, kv_cache,
-    max_batch, chunked_prefill and, when the spec lists them, replicas."""
+    max_batch, chunked_prefill and, when the spec lists them, replicas and engine."""
 
     def __init__(self, spec: SweepSpec) -> None:
         s = spec.space
@@ -43,6 +43,10 @@ class SearchSpace:
         ]
         if isinstance(s.replicas, list):
             dims.append(Dimension("replicas", tuple(s.replicas)))
+        # last and only when given: a spec without engines keeps its configuration ids, and an
+        # engine list keeps the ids of its first engine's configurations
+        if getattr(s, "engine", None) is not None:
+            dims.append(Dimension("engine", tuple(s.engine)))
         self.dimensions: tuple[Dimension, ...] = tuple(dims)
         self._radix = np.array([d.size for d in dims], dtype=np.int64)
 

@@ -98,6 +98,24 @@ class Space(_Strict):
     max_batch: list[int] = Field(default_factory=lambda: [1, 4, 16, 64, 256])
     chunked_prefill: list[int] = Field(default_factory=lambda: [8192])
     replicas: Literal["auto"] | list[int] = "auto"
+    # serving engines (objectives/data/engines.yaml: trtllm, vllm, sglang). None: no engine
+    # dimension, every configuration runs the default engine with the efficiency model's serving
+    # values, and configuration ids are those of a spec without engines.
+    engine: list[str] | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("needs at least one value")
+        from objectives.engines import UnknownEngineError, engine_id
+
+        try:
+            return list(dict.fromkeys(engine_id(v) for v in values))
+        except UnknownEngineError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("tp", "pp", "ep", "max_batch", "chunked_prefill")
     @classmethod
@@ -384,6 +402,8 @@ class SweepSpec(_Strict):
         values["chunked_prefill"] = self.space.chunked_prefill
         if isinstance(self.space.replicas, list):
             values["replicas"] = self.space.replicas
+        if self.space.engine is not None:
+            values["engine"] = self.space.engine
         return values
 
     def space_size(self) -> int:
