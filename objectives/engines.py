@@ -159,6 +159,11 @@ class EngineProfile:
         return out
 
 
+def vendor_label(vendor: str) -> str:
+    """A vendor as written in messages: AMD, NVIDIA (others as given)."""
+    return {"amd": "AMD", "nvidia": "NVIDIA"}.get(vendor.lower(), vendor)
+
+
 def _profile(key: str, d: Mapping[str, Any]) -> EngineProfile:
     try:
         prof = EngineProfile(

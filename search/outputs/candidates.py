@@ -53,7 +53,18 @@ TITLES = {
     "fastest": "Fastest within the budget",
     "knee": "Knee of the front",
 }
-CONFIG_FIELDS = ("accelerator", "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "chunked_prefill", "replicas")
+CONFIG_FIELDS = (
+    "accelerator",
+    "tp",
+    "pp",
+    "ep",
+    "weights",
+    "kv_cache",
+    "max_batch",
+    "chunked_prefill",
+    "replicas",
+    "engine",  # only in sweeps with space.engine
+)
 COST = "usd_per_million_output_tokens"  # the default cost axis
 # Cost objectives that can be the report's cost axis: (short unit, words)
 COST_METRICS = {
@@ -368,7 +379,8 @@ def label(row: dict[str, Any]) -> str:
         par += f" EP{row['ep']}"
     total = row.get("total_gpus")
     count = f"{int(total)}× " if total is not None else ""
+    engine = f" · {row['engine']}" if row.get("engine") else ""
     return (
         f"{count}{row['accelerator']} · {par} · {row['weights']} weights, {row['kv_cache']} KV · "
-        f"batch ≤ {row['max_batch']}"
+        f"batch ≤ {row['max_batch']}{engine}"
     )

@@ -13,7 +13,7 @@ from objectives.accelerators import UnknownAcceleratorError, get_accelerator, lo
 from objectives.batch import build_batch
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import EfficiencyModel
-from objectives.engines import UnknownEngineError, default_engine, get_profile
+from objectives.engines import UnknownEngineError, default_engine, get_profile, vendor_label
 from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
@@ -144,7 +144,8 @@ def estimate(
     except UnknownEngineError as exc:
         raise EstimateError(str(exc)) from None
     if profile is not None and not profile.supports(accel.vendor):
-        raise EstimateError(f"{profile.name} does not run on {accel.vendor} GPUs ({accel.id}); try vllm or sglang")
+        where = f"{vendor_label(accel.vendor)} GPUs ({accel.id})"
+        raise EstimateError(f"{profile.name} does not run on {where}; try vllm or sglang")
     engine_name = profile.id if profile is not None else default_engine()
     try:
         efficiency, calibration_label = calibration(accel.id)
@@ -261,7 +262,8 @@ def estimate(
         result["engine_profile"]["note"] = "no --engine: the efficiency model's serving values (the default engine's)"
         if not get_profile(engine_name).supports(accel.vendor):
             notes.append(
-                f"{get_profile(engine_name).name} does not run on {accel.vendor} GPUs: these numbers use the "
+                f"{get_profile(engine_name).name} does not run on {vendor_label(accel.vendor)} GPUs: these numbers use "
+                "the "
                 "efficiency model's serving values; give --engine vllm or sglang for a runtime that does"
             )
     result = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}

@@ -120,7 +120,7 @@ def simulate_deployment(
 
     from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
     from objectives.batch import build_batch
-    from objectives.engines import UnknownEngineError, default_engine, get_profile
+    from objectives.engines import UnknownEngineError, default_engine, get_profile, vendor_label
     from objectives.models import UnknownModelError, load_model
     from objectives.quantization import get_scheme
     from objectives.queueing import LengthNodes, interarrival_cv
@@ -140,7 +140,7 @@ def simulate_deployment(
     except UnknownEngineError as exc:
         raise SimulationError(str(exc)) from None
     if profile is not None and not profile.supports(accel.vendor):
-        raise SimulationError(f"{profile.name} does not run on {accel.vendor} GPUs ({accel.id})")
+        raise SimulationError(f"{profile.name} does not run on {vendor_label(accel.vendor)} GPUs ({accel.id})")
     if slos is None:
         slos = list(w.slos) if w is not None else []
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")

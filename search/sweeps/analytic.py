@@ -197,7 +197,7 @@ class AnalyticEvaluator:
         """Per row, why its engine cannot run on its GPU ("" where it can); None without engines."""
         if "engine" not in idx:
             return None
-        from objectives.engines import get_profile
+        from objectives.engines import get_profile, vendor_label
 
         dims = {d.name: d for d in self.space.dimensions}
         out = [""] * len(idx["engine"])
@@ -206,7 +206,7 @@ class AnalyticEvaluator:
             gpu = self.catalog[dims["accelerator"].values[int(pair // 16)]]
             prof = get_profile(dims["engine"].values[int(pair % 16)])
             if not prof.supports(gpu.vendor):
-                vendors = " or ".join("AMD" if v == "amd" else "NVIDIA" if v == "nvidia" else v for v in prof.vendors)
+                vendors = " or ".join(vendor_label(v) for v in prof.vendors)
                 why = f"{prof.name} runs on {vendors} GPUs only"
                 for i in np.flatnonzero(pairs == pair):
                     out[int(i)] = why
