@@ -233,3 +233,59 @@ def test_launch_lines_per_engine():
 
 
 # ------------------------------------------------------------------------------ GPUs without kernel data
+
+
+def test_scaled_surface_for_mi300x_says_scaled_from_its_sibling():
+    from objectives.kernel_timing import GpuPeaks, scaled_record, scaled_records
+    from objectives.kernels import default_library
+
+    eff = EfficiencyModel.default()
+    mi300x, h200 = get_accelerator("MI300X"), get_accelerator("H200-SXM")
+    recs = scaled_records(mi300x, eff, engine="vllm")
+    assert recs and {r.op for r in recs} >= {"gemm", "generation_attention", "context_attention"}
+    for r in recs:
+        assert r.gpu == "MI300X" and r.basis.startswith("scaled from H200-SXM (kernel-db ")
+        assert "scaled from H200-SXM" in r.note and "microbenchmark fractions MI300X: measured" in r.note
+        assert r.fit["rows"] == 0 and r.source["scaled_from_gpu"] == "H200-SXM"
+    # decode attention: the sibling's times x (its bandwidth x copy fraction / MI300X's)
+    src = default_library().get("H200-SXM", "vllm", "generation_attention", "bf16")
+    dec = scaled_record(src, mi300x, eff)
+    f_t, f_s = eff.fractions("MI300X", "amd", "bf16"), eff.fractions("H200-SXM", "nvidia", "bf16")
+    ratio = (h200.hbm_bw_bytes_per_s * f_s.bw) / (mi300x.hbm_bw_bytes_per_s * f_t.bw)
+    assert np.allclose(dec.time_s / src.time_s, ratio)
+    # GEMM: per shape, the ratio of the two GPUs' rooflines (peak x GEMM fraction, HBM x copy fraction)
+    gemm = default_library().get("H200-SXM", "trtllm", "gemm", "fp8")
+    scaled = scaled_record(gemm, mi300x, eff)
+    m, n, k = (g[len(g) // 2] for g in gemm.grid)
+    peaks = [
+        GpuPeaks(g.hbm_bw_bytes_per_s, g.peak_flops["fp8"], g.peak_flops["bf16"], g.scaleup_bw_bytes_per_s, f)
+        for g, f in (
+            (mi300x, eff.fractions("MI300X", "amd", "fp8")),
+            (h200, eff.fractions("H200-SXM", "nvidia", "fp8")),
+        )
+    ]
+    want = gemm.time_at(m, n, k) * peaks[0].gemm_roof_s(m, n, k, 1.0) / peaks[1].gemm_roof_s(m, n, k, 1.0)
+    assert scaled.time_at(m, n, k) == pytest.approx(want, rel=1e-3)
+    assert scaled_records(h200, eff) == []  # a GPU with records of its own
+
+
+def test_estimate_basis_of_a_gpu_without_kernel_data():
+    r = estimate(
+        model="llama-3.1-70b", gpu="MI300X", calibration=_kernels, weights="fp8", tp=4, batch=32, engine="vllm"
+    )
+    assert r["engine"] == "vllm"
+    for term in ("gemm", "attention", "communication"):
+        assert r["basis"][term].startswith("scaled from H200-SXM"), r["basis"]
+    a = estimate(model="llama-3.1-70b", gpu="MI325X", calibration=_none, weights="fp8", tp=4, batch=32)
+    assert all(a["basis"][t] for t in ("gemm", "attention", "communication", "overhead"))
+
+
+def test_kernels_ls_lists_scaled_surfaces_for_a_gpu_without_data():
+    from typer.testing import CliRunner
+
+    from search.cli import app
+
+    out = CliRunner().invoke(app, ["kernels", "ls", "--gpu", "MI300X"])
+    assert out.exit_code == 0, out.output
+    assert "MI300X has no kernel data: scaled from H200-SXM" in out.output
+    assert "MI300X/scaled-from-H200-SXM/trtllm/gemm/fp8" in out.output
