@@ -111,6 +111,10 @@ class ConfigBatch:
     kv_memory_fraction: np.ndarray
     max_num_tokens: np.ndarray
     max_batch_size: np.ndarray
+    # engine memory policy (objectives.engines): share of HBM the engine may use, and whether the
+    # activation workspace and runtime reserve come out of it (1) or out of the rest (0)
+    hbm_usable_fraction: np.ndarray
+    workspace_in_budget: np.ndarray
     # deployment
     tp: np.ndarray
     pp: np.ndarray
@@ -234,6 +238,7 @@ def build_batch(
     mtp: np.ndarray | int = 0,
     mtp_acceptance: float | None = None,
     moe_imbalance: float | None = None,
+    engine: str | None = None,
 ) -> ConfigBatch:
     """Configurations of one model on one GPU type and one quantization; the numeric
     arguments broadcast against each other to give N rows.
@@ -242,7 +247,11 @@ def build_batch(
     tp x attention_dp x pp GPUs; with attention_dp > 1, `ep` must be tp x attention_dp), `mtp`
     draft tokens are verified per step at acceptance `mtp_acceptance` (default: the model's
     published rate in objectives/data/modes.yaml, NaN where none is), and `moe_imbalance` is the
-    DEP load-imbalance factor (default from the same file); see objectives.modes."""
+    DEP load-imbalance factor (default from the same file); see objectives.modes. `engine`
+    (trtllm, vllm, sglang) applies that engine's runtime profile (objectives.engines: memory
+    fraction, sequence and token caps, host overheads where it has them, and its kernel records
+    under the kernel model); None keeps the efficiency model's serving values (the default
+    engine's)."""
     scheme = get_scheme(weights)
     supported = frozenset(d for d in gpu.peak_flops if gpu.supports(d))
     compute_dtype = resolve_compute_dtype(scheme, supported)
@@ -301,9 +310,20 @@ def build_batch(
         batch=b_a,
         isl=i_a,
         osl=o_a,
+        hbm_usable_fraction=full(1.0),
+        workspace_in_budget=full(1.0),
     )
+    profile = None
+    if engine is not None:
+        from objectives.engines import get_profile
+
+        profile = get_profile(engine)
+        values.update(profile.batch_values(gpu.id, gpu.hbm_bytes, tp_a, pp_a))
+    kernel_engine = profile.kernels if profile is not None and eff_model.kernel_engine else None
     # the expert GEMM tables take EP relative to the attention TP group: ep / attention_dp
-    values.update(_kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a / dp_a))
+    values.update(
+        _kernel_fields(eff_model, model, gpu, scheme, compute_dtype, kv_cache, tp_a, pp_a, ep_a / dp_a, kernel_engine)
+    )
     return ConfigBatch(**values)
 
 
@@ -317,12 +337,14 @@ def _kernel_fields(
     tp: np.ndarray,
     pp: np.ndarray,
     ep: np.ndarray,
+    kernel_engine: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Kernel-model fields: tables from the kernel records (or zero-width without an engine).
     In the kernel model the fractions are the raw microbenchmark ones (no serving factors) and
-    the overheads are the kernel model's own."""
+    the overheads are the kernel model's own. `kernel_engine` (an engine profile's `kernels`)
+    overrides the efficiency model's engine."""
     n = tp.size
-    engine = eff_model.kernel_engine
+    engine = kernel_engine or eff_model.kernel_engine
     if engine is None:
         return {
             "kt_gemm_dense": np.zeros((n, 0)),

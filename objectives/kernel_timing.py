@@ -386,10 +386,13 @@ def interp_rows_2d(
     return np.exp(top + (bot - top) * wi)
 
 
-def term_basis(eff_model: Any, model: Any, gpu: Any, weights: str, kv_cache: str, tp: int = 1) -> dict[str, str]:
+def term_basis(
+    eff_model: Any, model: Any, gpu: Any, weights: str, kv_cache: str, tp: int = 1, engine: str | None = None
+) -> dict[str, str]:
     """Where each term of an estimate comes from with the kernel model: {"gemm", "attention",
     "moe", "communication", "overhead"} -> `kernel-db <engine> <version> <dtype>`,
-    `scaled from <gpu> (...)` or `microbenchmark`."""
+    `scaled from <gpu> (...)` or `microbenchmark`. `engine` (kernel records) overrides the
+    efficiency model's."""
     from objectives.quantization import get_scheme, kv_cache_bytes_per_element, resolve_compute_dtype
 
     scheme = get_scheme(weights)
@@ -414,7 +417,123 @@ def term_basis(eff_model: Any, model: Any, gpu: Any, weights: str, kv_cache: str
         1.0,
         tuple(sorted(frac.items())),
     )
-    basis = dict(_cached_tables(key, eff_model.kernel_engine).basis)
+    basis = dict(_cached_tables(key, engine or eff_model.kernel_engine).basis)
     params = eff_model.kernel_params
     basis["overhead"] = "fitted end to end (kernel_serving.yaml)" if params else "efficiency.yaml"
     return basis
+
+
+# --- surfaces of GPUs without kernel data -----------------------------------------------------
+
+_COLLECTIVES = ("allreduce", "nccl_allreduce", "nccl_allgather", "nccl_reducescatter", "nccl_alltoall")
+
+
+def _peaks_of(gpu: Any, eff_model: Any, dtype: str) -> GpuPeaks:
+    d = dtype if gpu.supports(dtype) else "bf16"
+    return GpuPeaks(
+        gpu.hbm_bw_bytes_per_s,
+        gpu.peak_flops[d],
+        gpu.peak_flops["bf16"],
+        gpu.scaleup_bw_bytes_per_s,
+        eff_model.fractions(gpu.id, gpu.vendor, d),
+    )
+
+
+def _record_dtype(rec: KernelRecord) -> str:
+    """The compute dtype whose peak a record's kernels run at."""
+    head = rec.dtype.split("-")[0]
+    return {"nvfp4": "fp4", "fp8_block": "fp8", "sq": "int8", "fp16": "bf16"}.get(head, head)
+
+
+def _scale_factors(rec: KernelRecord, t: GpuPeaks, s: GpuPeaks) -> tuple[np.ndarray, str]:
+    """Per-knot time ratio target / source of `rec`'s surface, and how it was formed."""
+    mesh = np.meshgrid(*rec.grid, indexing="ij")
+    bw = (s.hbm_bw * s.frac.bw) / (t.hbm_bw * t.frac.bw)
+    if rec.op == "gemm":
+        native = NATIVE_WEIGHT_BYTES.get(rec.dtype, 2.0)
+        m, n, k = mesh
+        return t.gemm_roof_s(m, n, k, native) / s.gemm_roof_s(m, n, k, native), (
+            "per shape: GEMM roofline (HBM bandwidth x copy fraction, peak x GEMM fraction) ratio"
+        )
+    if rec.op == "generation_attention":
+        return np.full(rec.time_s.shape, bw), f"HBM bandwidth x copy-fraction ratio {bw:.3g}"
+    if rec.op == "context_attention":
+        fl = (s.bf16_flops * s.frac.attention) / (t.bf16_flops * t.frac.attention)
+        return np.full(rec.time_s.shape, fl), f"bf16 peak x attention-fraction ratio {fl:.3g}"
+    if rec.op == "moe":
+        tokens, experts, params = mesh
+        native = NATIVE_WEIGHT_BYTES.get(rec.dtype, 2.0)
+        byts = np.minimum(experts, tokens) * params * 3.0 * native
+        flops = 2.0 * tokens * params * 3.0
+
+        def roof(p: GpuPeaks) -> np.ndarray:
+            return np.maximum(byts / (p.hbm_bw * p.frac.bw), flops / (p.flops * p.frac.gemm))
+
+        return roof(t) / roof(s), "per shape: grouped-GEMM roofline ratio"
+    if rec.op in _COLLECTIVES:
+        lat = t.frac.alpha_s / s.frac.alpha_s
+        link = (s.link_bw * s.frac.link) / (t.link_bw * t.frac.link)
+        small = rec.time_s[:, :1]  # the smallest message: latency-bound
+        new = small * lat + np.maximum(rec.time_s - small, 0.0) * link
+        return new / rec.time_s, f"latency ratio {lat:.3g} at the smallest message, link bandwidth ratio {link:.3g}"
+    raise ValueError(f"no scaling rule for op {rec.op}")
+
+
+def scaled_record(record: KernelRecord, gpu: Any, eff_model: Any) -> KernelRecord:
+    """`record` (measured on a sibling GPU) scaled onto `gpu`, which has no kernel data: the
+    sibling's surface times (this GPU's peak or bandwidth / the sibling's) times (its
+    microbenchmark fraction / the sibling's, objectives/data/efficiency.yaml). Its `basis` is
+    `scaled from <sibling> (kernel-db <engine> <version> <dtype>)`; `note` says how."""
+    from objectives.accelerators import get_accelerator
+
+    sib = get_accelerator(record.gpu)
+    dtype = _record_dtype(record)
+    t, s = _peaks_of(gpu, eff_model, dtype), _peaks_of(sib, eff_model, dtype)
+    factor, how = _scale_factors(record, t, s)
+    measured = {}
+    for g in (gpu, sib):
+        bases = {
+            eff_model._lookup(g.id, g.vendor, f, None)[1]
+            for f in ("hbm_copy_fraction", "attention_fraction", "allreduce_busbw_fraction")
+        }
+        bases.add(eff_model._lookup(g.id, g.vendor, "gemm_fraction", dtype if g.supports(dtype) else "bf16")[1])
+        measured[g.id] = ", ".join(sorted(bases))
+    note = (
+        f"scaled from {sib.id} ({record.basis} {record.dtype}): {how}; microbenchmark fractions "
+        f"{gpu.id}: {measured[gpu.id]}, {sib.id}: {measured[sib.id]}"
+    )
+    return KernelRecord(
+        name=f"{gpu.id}/scaled-from-{sib.id}/{record.engine}/{record.op}/{record.dtype}",
+        gpu=gpu.id,
+        engine=record.engine,
+        engine_version=record.engine_version,
+        op=record.op,
+        dtype=record.dtype,
+        axes=record.axes,
+        grid=record.grid,
+        time_s=record.time_s * factor,
+        source={
+            **record.source,
+            "scaled_from": record.name,
+            "scaled_from_gpu": sib.id,
+            "fractions": {gpu.id: measured[gpu.id], sib.id: measured[sib.id]},
+        },
+        collection=record.collection,
+        # no rows of this GPU to fit: the sibling's fit, kept apart
+        fit={"rows": 0, "sibling_fit": {k: v for k, v in record.fit.items() if k != "sample"}},
+        note=note,
+    )
+
+
+def scaled_records(gpu: Any, eff_model: Any, engine: str | None = None) -> list[KernelRecord]:
+    """Every surface of `gpu`'s sibling (objectives.kernel_timing.SIBLINGS) scaled onto `gpu`
+    (empty when `gpu` has records of its own or no sibling); `engine` keeps that engine's only."""
+    lib = default_library()
+    sib = SIBLINGS.get(gpu.id)
+    if sib is None or lib.engines(gpu.id):
+        return []
+    return [
+        scaled_record(r, gpu, eff_model)
+        for r in lib.records
+        if r.gpu == sib and (engine is None or r.engine in (engine, "nccl"))
+    ]

@@ -145,6 +145,8 @@ class KernelRecord:
         """How an estimate names this record: `kernel-db <engine> <version>` (or probe ...)."""
         if self.engine == "probe":
             return f"probe {self.name}"
+        if self.source.get("scaled_from_gpu"):  # objectives.kernel_timing.scaled_record
+            return f"scaled from {self.source['scaled_from_gpu']} (kernel-db {self.engine} {self.engine_version})"
         return f"kernel-db {self.engine} {self.engine_version}"
 
     def time_at(self, *coords: np.ndarray | float) -> np.ndarray:

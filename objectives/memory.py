@@ -147,8 +147,15 @@ def activation_workspace_bytes(b: ConfigBatch) -> np.ndarray:
 @per_batch
 def kv_budget_bytes(b: ConfigBatch) -> np.ndarray:
     """Bytes left for the KV cache on one GPU: a fraction of what weights, workspace and the
-    runtime reserve leave free (negative means the weights alone do not fit)."""
-    free = b.hbm_bytes - weight_bytes_per_gpu(b) - activation_workspace_bytes(b) - b.runtime_reserve_bytes
+    runtime reserve leave free of the memory the engine may use (negative means the weights
+    alone do not fit)."""
+    # hbm_usable_fraction / workspace_in_budget: the engine's memory policy (objectives.engines);
+    # 1 / 1 for a free-memory fraction (TensorRT-LLM), the default
+    free = (
+        b.hbm_bytes * b.hbm_usable_fraction
+        - weight_bytes_per_gpu(b)
+        - (activation_workspace_bytes(b) + b.runtime_reserve_bytes) * b.workspace_in_budget
+    )
     return np.where(free > 0, free * b.kv_memory_fraction, free)
 
 

@@ -543,6 +543,10 @@ def test_catalog_and_estimate_match_the_cli(service) -> None:
     assert r.status_code == 200, r.text
     args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--weights", "fp8", "--batch", "64", "--json"]
     assert r.json() == json.loads(runner.invoke(app, args).stdout)
+    r = client.post("/estimate", json={**body, "engine": "vllm"}, headers=ALICE)  # the engine's runtime profile
+    assert r.status_code == 200 and r.json()["engine"] == "vllm"
+    assert r.json() == json.loads(runner.invoke(app, [*args, "--engine", "vllm"]).stdout)
+    assert client.post("/estimate", json={**body, "engine": "tgi"}, headers=ALICE).status_code == 422
     best = client.post(
         "/estimate", json={"model": "mixtral-8x7b", "gpu": "MI300X", "tp": 2, "pricing": "owned"}, headers=ALICE
     )

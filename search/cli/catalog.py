@@ -162,6 +162,10 @@ def estimate(
     storage: Annotated[
         str | None, typer.Option(envvar="SERVESWEEP_STORAGE", help="database for --calibration latest")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="serving engine trtllm, vllm or sglang: its runtime profile (default: efficiency model's)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Estimate memory, latency, throughput and cost of one deployment."""
@@ -185,6 +189,7 @@ def estimate(
             target_utilization=target_utilization,
             pricing=pricing.value,
             gpu_file=gpu_file,
+            engine=engine,
         )
     except EstimateError as exc:
         fail(str(exc))
@@ -281,6 +286,16 @@ def _print_estimate(r: dict) -> None:
         f"[{e['basis']}] × fitted scale {e['allreduce_latency_scale']:.3g}); calibration: {r['calibration']}",
         markup=False,
     )
+    p = r.get("engine_profile") or {}
+    if p:
+        say(
+            f"engine {p['name']} ({r['engine']}): {p['memory_basis']} memory fraction {p['memory_fraction']:.3g}, "
+            f"max {p['max_batch_size']:.0f} sequences / {p['max_num_tokens']:.0f} tokens per step"
+            + ("" if p.get("applied", True) else " (profile not applied: no --engine)"),
+        )
+    basis = r.get("basis") or {}
+    if basis:
+        say("; ".join(f"{k} {v}" for k, v in basis.items()), "basis: ")
     for note in r["notes"]:
         say(note, "note: ", "yellow")
 

@@ -84,6 +84,19 @@ def ls_command(
     """List the kernel records: GPU, engine, version, op, dtype, rows and fit error."""
     lib = _library(directory)
     recs = [r for r in lib.records if gpu is None or r.gpu == gpu]
+    if gpu is not None and not recs and directory is None:
+        # a GPU without kernel data: its sibling's surfaces scaled onto it (objectives.kernel_timing)
+        from objectives.accelerators import UnknownAcceleratorError, get_accelerator
+        from objectives.efficiency import default_efficiency
+        from objectives.kernel_timing import scaled_records
+
+        try:
+            recs = scaled_records(get_accelerator(gpu), default_efficiency())
+        except UnknownAcceleratorError:
+            recs = []
+        if recs and not as_json:
+            how = recs[0].basis.split(" (")[0]
+            typer.echo(f"{gpu} has no kernel data: {how}, by peak and microbenchmark fractions (no fit of its own)")
     if gpu is not None and not recs:
         fail(f"no kernel records for GPU {gpu}; records exist for {', '.join(lib.gpus()) or 'no GPU'}")
     if as_json:
@@ -91,7 +104,8 @@ def ls_command(
             typer.echo(
                 json.dumps(
                     {k: getattr(r, k) for k in ("name", "gpu", "engine", "engine_version", "op", "dtype")}
-                    | {"fit": r.fit}
+                    | {"fit": r.fit, "basis": r.basis}
+                    | ({"note": r.note} if r.source.get("scaled_from_gpu") else {})
                 )
             )
         return

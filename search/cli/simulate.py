@@ -75,6 +75,10 @@ def simulate(
         typer.Option(help="METRIC:MAX_S[:PERCENTILE], e.g. ttft:1.0:p99 (repeat; replaces the workload's)"),
     ] = None,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file adding / overriding GPUs")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="serving engine trtllm, vllm or sglang: its memory fraction and token budget"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Simulate continuous batching under load: TTFT / TPOT / end-to-end percentiles, queueing,
@@ -106,6 +110,7 @@ def simulate(
             dispatch=dispatch.value,
             slo=slo,
             gpu_file=gpu_file,
+            engine=engine,
         )
     except SimulationError as exc:
         fail(str(exc))
@@ -126,7 +131,7 @@ def _print(r: dict[str, Any]) -> None:
     a = r["analytic"]
     console.print(
         f"[bold]{r['model']} on {r['replicas']} x {r['tp'] * r['pp']} {r['gpu']} (TP{r['tp']} PP{r['pp']} "
-        f"EP{r['ep']}), {r['weights']} weights, {r['kv_cache']} KV[/]"
+        f"EP{r['ep']}), {r['weights']} weights, {r['kv_cache']} KV, engine {r.get('engine')}[/]"
     )
     console.print(
         f"{r['source']}; mean {r['mean_input_tokens']:.0f} in / {r['mean_output_tokens']:.0f} out tokens; "

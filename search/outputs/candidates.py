@@ -69,6 +69,7 @@ CONFIG_FIELDS = (
     "decode_tp",
     "attention_dp",
     "mtp",
+    "engine",  # only in sweeps with space.engine
 )
 COST = "usd_per_million_output_tokens"  # the default cost axis
 # Cost objectives that can be the report's cost axis: (short unit, words)
@@ -397,7 +398,8 @@ def label(row: dict[str, Any]) -> str:
             f"{row['decode_accelerator']} TP{row['decode_tp']} · {row['weights']} weights, {row['kv_cache']} KV · "
             f"decode batch ≤ {row['max_batch']}"
         )
+    engine = f" · {row['engine']}" if row.get("engine") else ""
     return (
         f"{count}{row['accelerator']} · {par} · {row['weights']} weights, {row['kv_cache']} KV · "
-        f"batch ≤ {row['max_batch']}"
+        f"batch ≤ {row['max_batch']}{engine}"
     )

@@ -13,6 +13,7 @@ from objectives.accelerators import UnknownAcceleratorError, get_accelerator, lo
 from objectives.batch import build_batch
 from objectives.cost import OwnershipTerms, tco_usd_per_gpu_hour
 from objectives.efficiency import EfficiencyModel
+from objectives.engines import UnknownEngineError, default_engine, get_profile, vendor_label
 from objectives.models import UnknownModelError, list_models, load_model
 from objectives.quantization import fallback_note, get_scheme, resolve_compute_dtype
 from objectives.serving import evaluate, offline_max_throughput
@@ -113,8 +114,11 @@ def estimate(
     target_utilization: float | None = None,
     pricing: str = "cloud",
     gpu_file: str | Path | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
-    """Memory, latency, throughput and cost of one deployment (`estimate --json`); with no
+    """Memory, latency, throughput and cost of one deployment (`estimate --json`) on `engine`
+    (trtllm, vllm, sglang: its runtime profile, objectives/data/engines.yaml; None: the default
+    engine with the efficiency model's serving values); with no
     `batch`, the batch giving the most tokens/s per GPU; `calibration(gpu_id)` gives the
     efficiency model and its label for the catalog GPU (called once the names are known good).
     With an arrival `rate`, latencies are at `percentile` under that load (objectives.queueing;
@@ -136,6 +140,14 @@ def estimate(
         raise EstimateError(str(exc)) from None
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
     try:
+        profile = get_profile(engine) if engine is not None else None
+    except UnknownEngineError as exc:
+        raise EstimateError(str(exc)) from None
+    if profile is not None and not profile.supports(accel.vendor):
+        where = f"{vendor_label(accel.vendor)} GPUs ({accel.id})"
+        raise EstimateError(f"{profile.name} does not run on {where}; try vllm or sglang")
+    engine_name = profile.id if profile is not None else default_engine()
+    try:
         efficiency, calibration_label = calibration(accel.id)
     except ValueError as exc:
         raise EstimateError(str(exc)) from None
@@ -152,6 +164,7 @@ def estimate(
             isl=isl,
             osl=osl,
             efficiency=efficiency,
+            engine=engine_name if profile is not None else None,
         )
     except ValueError as exc:
         raise EstimateError(str(exc)) from None
@@ -185,6 +198,7 @@ def estimate(
     result = {
         "model": spec.id,
         "gpu": accel.id,
+        "engine": engine_name,
         "tp": tp,
         "pp": pp,
         "ep": ep,
@@ -237,9 +251,65 @@ def estimate(
             "allreduce_latency_measured_s": eff.allreduce_latency_s / efficiency.serving["allreduce_latency_scale"],
             "basis": eff.basis,
         },
+        # where each term's efficiency comes from: kernel-db <engine> <version>, microbenchmark,
+        # probe <record> / calibration <name>, or scaled from <gpu>
+        "basis": term_bases(efficiency, spec, accel, scheme.name, kv, tp, engine_name),
+        "engine_profile": get_profile(engine_name).describe(accel.id, accel.hbm_bytes, tp, pp),
         "notes": notes,
     }
+    if profile is None:
+        result["engine_profile"]["applied"] = False  # the efficiency model's serving values
+        result["engine_profile"]["note"] = "no --engine: the efficiency model's serving values (the default engine's)"
+        if not get_profile(engine_name).supports(accel.vendor):
+            notes.append(
+                f"{get_profile(engine_name).name} does not run on {vendor_label(accel.vendor)} GPUs: these numbers use "
+                "the "
+                "efficiency model's serving values; give --engine vllm or sglang for a runtime that does"
+            )
     result = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
     # p10 / p90 beside each predicted number, from the validation residuals of its region
-    result.update(nested(result, model=spec.id, gpu=accel.id, weights=scheme.name, engine=engine_of(efficiency)))
+    region_engine = engine_of(efficiency) if profile is None else engine_name
+    result.update(nested(result, model=spec.id, gpu=accel.id, weights=scheme.name, engine=region_engine))
     return result
+
+
+def _fraction_basis(efficiency: EfficiencyModel, gpu: Any, field: str, dtype: str | None) -> str:
+    """The analytic model's basis of one microbenchmark fraction of `gpu`."""
+    _, how = efficiency._lookup(gpu.id, gpu.vendor, field, dtype)
+    name = efficiency.calibration_name
+    if how.startswith("calibration"):
+        return f"probe {name}" if name and name.startswith("probe") else how
+    if how.startswith("measured on "):
+        return f"scaled from {how.removeprefix('measured on ')} (microbenchmark)"
+    if how == "measured":
+        return "microbenchmark"
+    return f"microbenchmark ({how})"  # vendor default / PCIe default: no record of this GPU
+
+
+def term_bases(
+    efficiency: EfficiencyModel, model: Any, gpu: Any, weights: str, kv_cache: str, tp: int, engine: str
+) -> dict[str, str]:
+    """{gemm, attention, moe, communication, overhead} -> where that term's efficiency comes
+    from. The kernel model: the kernel records of the engine (objectives.kernel_timing.term_basis:
+    `kernel-db <engine> <version> <dtype>`, `scaled from <gpu> (...)`, `microbenchmark`). The
+    analytic model: the microbenchmark fractions of efficiency.yaml (or a calibration / probe
+    record) times its fitted serving factors."""
+    if efficiency.kernel_engine:
+        from objectives.kernel_timing import term_basis
+
+        basis = term_basis(efficiency, model, gpu, weights, kv_cache, tp=tp, engine=get_profile(engine).kernels)
+        if not model.n_experts:
+            basis["moe"] = "n/a (dense model)"
+        return basis
+    compute = resolve_compute_dtype(get_scheme(weights), frozenset(d for d in gpu.peak_flops if gpu.supports(d)))
+    gemm = _fraction_basis(efficiency, gpu, "gemm_fraction", compute)
+    overheads = get_profile(engine).overhead_values()
+    return {
+        "gemm": gemm,
+        "attention": _fraction_basis(efficiency, gpu, "attention_fraction", None),
+        "moe": gemm if model.n_experts else "n/a (dense model)",
+        "communication": _fraction_basis(efficiency, gpu, "allreduce_busbw_fraction", None),
+        "overhead": f"engine profile {engine} (engines.yaml)"
+        if overheads
+        else "fitted end to end (efficiency.yaml, TensorRT-LLM v0.14.0 rows)",
+    }

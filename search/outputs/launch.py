@@ -32,6 +32,12 @@ the extra options YAML. A replica larger than one node notes the multi-node laun
 
 Where a runtime needs a pre-quantized checkpoint, the model argument is `$CHECKPOINT` and a note
 says what it must hold.
+
+A configuration that names its `engine` (a sweep with `space.engine`, or `engine=`) was modelled
+for that engine's runtime profile (objectives/data/engines.yaml): its line comes first, marked
+`chosen`, and also sets the memory fraction the model assumed (`--gpu-memory-utilization`,
+`--mem-fraction-static`, `--kv_cache_free_gpu_memory_fraction`) and, for TensorRT-LLM, chunked
+prefill (off by default there); the other runtimes' lines follow, marked not chosen.
 """
 
 from __future__ import annotations
@@ -196,6 +202,9 @@ def launch_commands(
     compute_dtype: str | None = None,
     pools: dict[str, Any] | None = None,
     gpus_per_node: int | None = None,
+    engine: str | None = None,
+    hbm_bytes: float | None = None,
+    gpu_id: str = "",
 ) -> dict[str, dict[str, Any]]:
     """{runtime: {argv, command, notes, available[, extra_file]}} for one configuration
     (`tp`, `pp`, `ep`, `weights`, `kv_cache`, `max_batch`, `chunked_prefill`) of `model` (a
@@ -240,6 +249,9 @@ def launch_commands(
     if extra:
         entry["extra_file"] = {"name": "extra_llm_api_options.yaml", "content": extra}
     out["trtllm"] = entry
+    engine = engine or c.get("engine")
+    if engine:
+        out = _choose(out, str(engine), c, hbm_bytes, gpu_id)
     return out
 
 
@@ -375,3 +387,40 @@ def disaggregated_launch_commands(
         "disagg_config": {"name": "disagg_config.yaml", "content": disagg_cfg},
     }
     return out
+
+
+def _choose(
+    out: dict[str, dict[str, Any]], engine: str, c: dict[str, Any], hbm_bytes: float | None, gpu_id: str
+) -> dict[str, dict[str, Any]]:
+    """`out` with the modelled engine's line first (its memory fraction and chunked-prefill
+    setting from the engine profile) and the others marked as not chosen."""
+    from objectives.engines import get_profile
+
+    prof = get_profile(engine)
+    hbm = float(hbm_bytes) if hbm_bytes else 80e9
+    settings = prof.launch_settings(gpu_id, hbm, int(c["tp"]), int(c["pp"]))
+    chosen = dict(out[prof.id])
+    argv = list(chosen["argv"])
+    flag, value = settings["memory_flag"], f"{settings['memory_fraction']:.3g}"
+    argv += [flag, value]
+    notes = list(chosen["notes"])
+    notes.append(f"{flag} {value}: the memory fraction the estimate assumed ({prof.name} profile)")
+    if settings["enable_chunked_prefill"]:
+        extra = chosen.get("extra_file")
+        content = (extra["content"] if extra else "") + "enable_chunked_prefill: true\n"
+        if not extra:
+            argv += ["--extra_llm_api_options", "extra_llm_api_options.yaml"]
+        chosen["extra_file"] = {"name": "extra_llm_api_options.yaml", "content": content}
+        notes.append("extra_llm_api_options.yaml turns on chunked prefill (prompts split at --max_num_tokens)")
+    chosen.update(argv=argv, command=_join(argv), notes=notes, chosen=True)
+    result = {prof.id: chosen}
+    for runtime, entry in out.items():
+        if runtime != prof.id:
+            other = dict(entry, chosen=False)
+            other["notes"] = [
+                *entry["notes"],
+                f"not the engine modelled: the numbers are {prof.name}'s ({runtime}'s memory fraction and "
+                "defaults differ)",
+            ]
+            result[runtime] = other
+    return result

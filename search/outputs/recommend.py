@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from objectives.disaggregation import LINK_NAMES
+from objectives.engines import default_engine
 from objectives.quantization import get_scheme
 from objectives.serving import BOUNDS
 from objectives.uncertainty import FOLLOWS
@@ -88,6 +89,8 @@ def _describe(ctx: SweepContext, t: _Table, i: int) -> dict[str, Any]:
         "config": {k: r[k] for k in CONFIG_FIELDS if k in r and k != "replicas"},
         "accelerator": r["accelerator"],
         "vendor": gpu.vendor if gpu else None,
+        # the engine the numbers were modelled for (space.engine; else the default engine's serving values)
+        "engine": r.get("engine") or default_engine(),
         "gpus_per_replica": _num(r.get("gpus")),
         "replicas": _num(r.get("replicas")),
         "total_gpus": _num(r.get("total_gpus")),
@@ -395,6 +398,7 @@ def recommendations(
             else:
                 changes.append(f"Robust to price: no single GPU's price moving {moves} changes it.")
         rec["what_would_change"] = changes
+        gpu = ctx.catalog.get(rec["accelerator"])
         rec["launch"] = launch_commands(
             ctx.spec.model,
             rec["config"],
@@ -403,6 +407,9 @@ def recommendations(
             compute_dtype=rec["compute_dtype"],
             pools=rec.get("disaggregation"),
             gpus_per_node=_gpus_per_node(ctx, rec["accelerator"]),
+            engine=rec["engine"] if rec["config"].get("engine") else None,
+            hbm_bytes=gpu.hbm_bytes if gpu else None,
+            gpu_id=rec["accelerator"],
         )
         out[kind] = rec
     _within_error(ctx, out)

@@ -309,6 +309,11 @@ def _rec_card(ctx: SweepContext, kind: str, r: dict[str, Any] | None, roof: dict
         ),
         ("whole cycle bound (osl decode steps + prefill)", r["bound"] or "–"),
         ("latencies", r.get("basis") or "–"),
+        (
+            "engine",
+            (r.get("engine") or "–")
+            + ("" if r.get("config", {}).get("engine") else " (default: the efficiency model's serving values)"),
+        ),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in kv)
     changes = "".join(f"<li>{_e(c)}</li>" for c in r["what_would_change"])
@@ -341,6 +346,9 @@ def _launch_section(ctx: SweepContext, recs: dict[str, Any]) -> str:
         )
         out.append(f'<details open data-kind="{kind}"><summary>{_e(r["title"])}: {_e(r["label"])}</summary>')
         for runtime, c in cmds.items():
+            if c.get("chosen") is False and any(x.get("chosen") for x in cmds.values()):
+                out.append(f"<h3>{_e(names[runtime])}</h3><p class=note>not the engine modelled for this pick</p>")
+                continue
             if not c["available"]:
                 why = next((n for n in c["notes"] if "only" in n), "not available on this GPU")
                 out.append(f"<h3>{_e(names[runtime])}</h3><p class=warn>{_e(why)}</p>")

@@ -112,14 +112,17 @@ def simulate_deployment(
     dispatch: str = "least_loaded",
     slo: list[str] | None = None,
     gpu_file: str | Path | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
     """Simulate continuous batching of one deployment (see `servesweep simulate --help` for the
-    arguments) and return the simulated percentiles beside the analytic model's p99 under the same
+    arguments; `engine` applies that engine's runtime profile, objectives/data/engines.yaml) and
+    return the simulated percentiles beside the analytic model's p99 under the same
     load (its steady-state means offline)."""
     import time
 
     from objectives.accelerators import UnknownAcceleratorError, get_accelerator, load_accelerators
     from objectives.batch import build_batch
+    from objectives.engines import UnknownEngineError, default_engine, get_profile, vendor_label
     from objectives.models import UnknownModelError, load_model
     from objectives.quantization import get_scheme
     from objectives.queueing import LengthNodes, interarrival_cv
@@ -133,8 +136,13 @@ def simulate_deployment(
         scheme = get_scheme(weights)
         slos = [_parse_slo(s) for s in slo] if slo else None
         w, reqs, described = _load_requests(workload, rate, requests, arrivals, cv, seed, offline)
+        profile = get_profile(engine) if engine is not None else None
     except (UnknownAcceleratorError, UnknownModelError, TraceError, ValueError, FileNotFoundError) as exc:
         raise SimulationError(str(exc)) from None
+    except UnknownEngineError as exc:
+        raise SimulationError(str(exc)) from None
+    if profile is not None and not profile.supports(accel.vendor):
+        raise SimulationError(f"{profile.name} does not run on {vendor_label(accel.vendor)} GPUs ({accel.id})")
     if slos is None:
         slos = list(w.slos) if w is not None else []
     kv = kv_cache or ("fp8" if scheme.compute_dtype in ("fp8", "fp4") else "bf16")
@@ -154,6 +162,7 @@ def simulate_deployment(
             osl=osl,
             attention_dp=attention_dp,
             mtp=mtp,
+            engine=profile.id if profile is not None else None,
         )
     except ValueError as exc:
         raise SimulationError(str(exc)) from None
@@ -197,6 +206,7 @@ def simulate_deployment(
     return {
         "model": spec.id,
         "gpu": accel.id,
+        "engine": profile.id if profile is not None else default_engine(),
         "tp": tp,
         "pp": pp,
         "ep": ep,

@@ -95,6 +95,9 @@ class EstimateRequest(BaseModel):
     )
     pricing: Literal["cloud", "owned"] = "cloud"
     calibration: Literal["none", "latest"] = Field("none", description="latest: the newest stored calibration")
+    engine: Literal["trtllm", "vllm", "sglang"] | None = Field(
+        None, description="serving engine: its runtime profile (default: the efficiency model's serving values)"
+    )
 
 
 # ------------------------------------------------------------------------------ the app
@@ -487,6 +490,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 percentile=req.percentile,
                 target_utilization=req.target_utilization,
                 pricing=req.pricing,
+                engine=req.engine,
             )
         except (EstimateError, ValueError, ArithmeticError) as exc:
             raise HTTPException(422, scrub(str(exc))) from None

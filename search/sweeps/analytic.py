@@ -109,6 +109,7 @@ class AnalyticEvaluator:
         gpu_id = dims["accelerator"].values[int(idx["accelerator"][rows[0]])]
         weights = dims["weights"].values[int(idx["weights"][rows[0]])]
         kv = dims["kv_cache"].values[int(idx["kv_cache"][rows[0]])]
+        engine = dims["engine"].values[int(idx["engine"][rows[0]])] if "engine" in dims else None
 
         def values(name: str) -> np.ndarray:
             return np.asarray(dims[name].values, dtype=np.float64)[idx[name][rows]]
@@ -128,6 +129,7 @@ class AnalyticEvaluator:
             osl=self.workload.osl,
             efficiency=self.efficiency,
             **modes,  # type: ignore[arg-type]
+            engine=engine,
         )
         b = b.replace(max_num_tokens=values("chunked_prefill"))
         price = np.full(len(rows), self.price_per_gpu_hour(gpu_id))
@@ -140,6 +142,8 @@ class AnalyticEvaluator:
         configuration ids[order[k]]) and the decoded value indices."""
         idx = self.space.decode(ids)
         group = (idx["accelerator"] * 1000 + idx["weights"]) * 1000 + idx["kv_cache"]
+        if "engine" in idx:  # one build_batch per engine too (its profile)
+            group = group * 16 + idx["engine"]
         order = np.argsort(group, kind="stable")
         bounds = np.flatnonzero(np.diff(group[order])) + 1
         parts, prices = [], []
@@ -179,6 +183,10 @@ class AnalyticEvaluator:
             ("no purchase price in the catalog for owned pricing" if np_ else r)
             for r, np_ in zip(reason, no_price, strict=True)
         ]
+        unsupported = self._unsupported_engine(idx)
+        if unsupported is not None:  # e.g. TensorRT-LLM on an AMD GPU
+            reason = [u or r for r, u in zip(reason, unsupported, strict=True)]
+            no_price = no_price | np.array([bool(u) for u in unsupported])
         fits = np.where((m.reason_code[inverse] == 0) & ~no_price, 0.0, 1.0)
         cons = self._constraints(metrics, fits, slo_latency)
         feasible = np.all(cons <= 0.0, axis=1)
@@ -195,6 +203,25 @@ class AnalyticEvaluator:
             constraint_names=self.constraint_names,
             metrics=metrics,
         )
+
+    def _unsupported_engine(self, idx: dict[str, np.ndarray]) -> list[str] | None:
+        """Per row, why its engine cannot run on its GPU ("" where it can); None without engines."""
+        if "engine" not in idx:
+            return None
+        from objectives.engines import get_profile, vendor_label
+
+        dims = {d.name: d for d in self.space.dimensions}
+        out = [""] * len(idx["engine"])
+        pairs = idx["accelerator"] * 16 + idx["engine"]
+        for pair in np.unique(pairs):
+            gpu = self.catalog[dims["accelerator"].values[int(pair // 16)]]
+            prof = get_profile(dims["engine"].values[int(pair % 16)])
+            if not prof.supports(gpu.vendor):
+                vendors = " or ".join(vendor_label(v) for v in prof.vendors)
+                why = f"{prof.name} runs on {vendors} GPUs only"
+                for i in np.flatnonzero(pairs == pair):
+                    out[int(i)] = why
+        return out
 
     def _risk_factors(self, idx: dict[str, np.ndarray]) -> np.ndarray:
         """(rows, objectives) factors taking each objective to its pessimistic bound (`risk: p90`):

@@ -31,7 +31,7 @@ class SearchSpace:
     section, then disaggregated, decode_accelerator and decode_tp (a disaggregated configuration
     reads accelerator / tp / max_batch as its prefill GPU, prefill TP and decode batch limit); then
     attention_dp and mtp when the spec gives them other values than the defaults [1] / [0] (so the
-    ids and keys of sweeps without those modes stay what they were)."""
+    ids and keys of sweeps without those modes stay what they were); then engine, last, when the spec lists engines."""
 
     def __init__(self, spec: SweepSpec) -> None:
         s = spec.space
@@ -56,6 +56,10 @@ class SearchSpace:
             dims.append(Dimension("attention_dp", tuple(s.attention_dp)))
         if list(s.mtp) != [0]:
             dims.append(Dimension("mtp", tuple(s.mtp)))
+        # last and only when given: a spec without engines keeps its configuration ids, and an
+        # engine list keeps the ids of its first engine's configurations
+        if getattr(s, "engine", None) is not None:
+            dims.append(Dimension("engine", tuple(s.engine)))
         self.dimensions: tuple[Dimension, ...] = tuple(dims)
         self._radix = np.array([d.size for d in dims], dtype=np.int64)
 

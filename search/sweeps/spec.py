@@ -149,6 +149,24 @@ class Space(_Strict):
     # tokens of speculative decoding / MTP (objectives.modes); the defaults leave both off
     attention_dp: list[int] = Field(default_factory=lambda: [1])
     mtp: list[int] = Field(default_factory=lambda: [0])
+    # serving engines (objectives/data/engines.yaml: trtllm, vllm, sglang). None: no engine
+    # dimension, every configuration runs the default engine with the efficiency model's serving
+    # values, and configuration ids are those of a spec without engines.
+    engine: list[str] | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("needs at least one value")
+        from objectives.engines import UnknownEngineError, engine_id
+
+        try:
+            return list(dict.fromkeys(engine_id(v) for v in values))
+        except UnknownEngineError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("mtp")
     @classmethod
@@ -474,6 +492,8 @@ class SweepSpec(_Strict):
             values["attention_dp"] = self.space.attention_dp
         if list(self.space.mtp) != [0]:
             values["mtp"] = self.space.mtp
+        if self.space.engine is not None:
+            values["engine"] = self.space.engine
         return values
 
     def space_size(self) -> int:
