@@ -573,6 +573,31 @@ def test_a_study_stored_without_wave_records_still_resumes(tmp_path) -> None:
     store.close()
 
 
+def test_evaluation_tasks_log_what_they_evaluated_for_the_fault_bench(tmp_path, monkeypatch) -> None:
+    """With $SERVESWEEP_EVAL_LOG set, an evaluation task appends a JSON line of what it
+    evaluated (scripts/bench_faults.py counts re-evaluations from it); unset, nothing is written."""
+    import os
+
+    import numpy as np
+
+    from search.cluster import EVAL_LOG_ENV
+    from search.sweeps.control import _spec_json
+    from search.sweeps.remote import evaluate_local
+
+    spec, _ = _spec()
+    log = tmp_path / "evaluated.jsonl"
+    evaluate_local(_spec_json(spec), np.array([3], dtype=np.int64))
+    assert not log.exists()
+    monkeypatch.setenv(EVAL_LOG_ENV, str(log))
+    evaluate_local(_spec_json(spec), np.array([0, 5], dtype=np.int64))
+    evaluate_local(_spec_json(spec), np.array([7], dtype=np.int64))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines == [
+        {"evaluator": "analytic", "pid": os.getpid(), "ids": [0, 5]},
+        {"evaluator": "analytic", "pid": os.getpid(), "ids": [7]},
+    ]
+
+
 # ------------------------------------------------------------------ 16. Ray start-up
 
 
