@@ -454,6 +454,150 @@ def test_an_exhaustive_resume_redoes_only_the_shards_in_flight(tmp_path, local_r
     store.close()
 
 
+# ------------------------------------------------------------------ 9. exact guided resumes
+
+
+def _stored_trials(store: Store, name: str, suffix: str = "") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=f"servesweep:{name}{suffix}", storage=make_optuna_storage(store.url)).trials
+
+
+def _stop_at(store: Store, name: str, trials: int, suffix: str = ""):
+    """should_stop: 'interrupted' once the stored study has `trials` trials (checked between waves)."""
+
+    def check() -> str | None:
+        try:
+            return "interrupted" if len(_stored_trials(store, name, suffix)) >= trials else None
+        except KeyError:  # the study is not created yet
+            return None
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("sampler", "trials", "stop_at", "backend"),
+    [
+        ("tpe", 60, 28, "sqlite"),
+        ("nsga2", 100, 72, "sqlite"),  # in NSGA-II's second generation (population 50): its parents are cached
+        ("nsga2", 100, 72, "postgresql"),
+        ("gp", 14, 12, "sqlite"),  # after GP's 10 random start-up trials (torch and scipy: the gp extra)
+    ],
+)
+def test_a_guided_resume_makes_the_uninterrupted_runs_decisions(
+    tmp_path, request, sampler: str, trials: int, stop_at: int, backend: str
+) -> None:
+    """Stopped part-way and resumed, a guided sweep asks exactly the trials of a sweep never
+    stopped: every trial's parameters, and so the front, are the same, and nothing evaluated
+    before the stop is evaluated again. Before, NSGA-II lost its parent populations (study
+    system attributes, never stored) and GP read the constraints of reloaded trials in the
+    database's order (SQLite's: by key), and both drifted from the first trial after the resume."""
+    if sampler == "gp":
+        pytest.importorskip("torch")
+        pytest.importorskip("scipy")
+    url = f"sqlite:///{tmp_path}/resume.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    spec, text = _spec(sampler=sampler, budget={"trials": trials})
+    store = Store(url)
+    reference = start_sweep(store, spec, text, "reference", workers=4)
+    run_sweep(store, reference, workers=4, local=True)
+    name = start_sweep(store, spec, text, "resumed", workers=4)
+    stopped = run_sweep(store, name, workers=4, local=True, should_stop=_stop_at(store, name, stop_at))
+    assert stopped == {"stopped": "interrupted"}
+    before = {r["config_key"]: r["created_at"] for r in store.get_evaluations(name)}
+    assert stop_at <= len(_stored_trials(store, name)) < trials
+    if sampler == "nsga2":  # the parents NSGA-II cached are stored with their wave
+        stored = optuna.load_study(study_name=f"servesweep:{name}", storage=make_optuna_storage(url))
+        attrs = stored._storage.get_study_system_attrs(stored._study_id)
+        waves = [v for k, v in attrs.items() if k.startswith("servesweep:wave:")]
+        assert any("NSGAIISampler:parent:1" in w["attrs"] for w in waves)
+    run_sweep(store, name, workers=4, local=True)
+
+    params = lambda n: [(t.number, t.params) for t in _stored_trials(store, n)]  # noqa: E731
+    assert params(name) == params(reference)
+    after = store.get_evaluations(name)
+    assert len({r["config_key"] for r in after}) == len(after) == len(store.get_evaluations(reference))
+    assert all(r["created_at"] == before[r["config_key"]] for r in after if r["config_key"] in before)
+    points = lambda n: sorted(p["id"] for p in store.latest_front(n, kind="final")["points"])  # noqa: E731
+    assert points(name) == points(reference)
+    store.close()
+
+
+def test_an_auto_sweeps_simulated_study_resumes_exactly(tmp_path, local_ray) -> None:
+    """The default multi-fidelity sweep, stopped inside its simulated stage's TPE study (past
+    the seeds) and resumed: the study's trials and the final front are an uninterrupted run's."""
+    data = {
+        **json.loads(json.dumps(GUIDED)),
+        "sampler": "auto",
+        "space": {**GUIDED["space"], "tp": [1, 2], "max_batch": [1, 4, 16, 64, 256]},
+        "simulation": {"requests": 100},
+        "budget": {"trials": 40},
+    }
+    spec, text = parse_spec(data), yaml.safe_dump(data)
+    store = Store(f"sqlite:///{tmp_path}/auto.db")
+    reference = start_sweep(store, spec, text, "reference", workers=2)
+    run_sweep(store, reference, workers=2)
+    seeded = store.get_sweep(reference)["summary"]["stages"][1]["seeds"]
+    assert seeded < 30  # the study samples beyond its seeds
+    name = start_sweep(store, spec, text, "resumed", workers=2)
+    stop = _stop_at(store, name, 32, ":simulated")
+    assert run_sweep(store, name, workers=2, should_stop=stop) == {"stopped": "interrupted"}
+    run_sweep(store, name, workers=2)
+    params = lambda n: [t.params for t in _stored_trials(store, n, ":simulated")]  # noqa: E731
+    assert params(name) == params(reference)
+    points = lambda n: sorted(p["id"] for p in store.latest_front(n, kind="final")["points"])  # noqa: E731
+    assert points(name) == points(reference)
+    store.close()
+
+
+def test_a_study_stored_without_wave_records_still_resumes(tmp_path) -> None:
+    """A study a driver stored before wave records (trials only) resumes as it did: the last
+    whole multiple of the wave is reloaded and the rest replayed, evaluating nothing twice."""
+    spec, text = _spec(budget={"trials": 40})
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = Store(url)
+    name = start_sweep(store, spec, text, "old", workers=4)
+    run_sweep(store, name, workers=4, local=True, should_stop=_stop_at(store, name, 20))
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # what an older driver left: no records, a wave cut short
+        conn.execute(sa.text("DELETE FROM study_system_attributes WHERE key LIKE 'servesweep:wave:%'"))
+        last = conn.execute(sa.text("SELECT max(trial_id) FROM trials")).scalar()
+        for table in ("trial_values", "trial_params", "trial_user_attributes", "trial_system_attributes"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE trial_id = :t"), {"t": last})
+        conn.execute(sa.text("DELETE FROM trials WHERE trial_id = :t"), {"t": last})
+    engine.dispose()
+    before = {r["config_key"]: r["created_at"] for r in store.get_evaluations(name)}
+    summary = run_sweep(store, name, workers=4, local=True)
+    after = store.get_evaluations(name)
+    assert summary["evaluated"] == 40 == len(after) == len({r["config_key"] for r in after})
+    assert all(r["created_at"] == before[r["config_key"]] for r in after if r["config_key"] in before)
+    numbers = [t.number for t in _stored_trials(store, name)]
+    assert numbers == list(range(len(numbers)))
+    store.close()
+
+
+def test_evaluation_tasks_log_what_they_evaluated_for_the_fault_bench(tmp_path, monkeypatch) -> None:
+    """With $SERVESWEEP_EVAL_LOG set, an evaluation task appends a JSON line of what it
+    evaluated (scripts/bench_faults.py counts re-evaluations from it); unset, nothing is written."""
+    import os
+
+    import numpy as np
+
+    from search.cluster import EVAL_LOG_ENV
+    from search.sweeps.control import _spec_json
+    from search.sweeps.remote import evaluate_local
+
+    spec, _ = _spec()
+    log = tmp_path / "evaluated.jsonl"
+    evaluate_local(_spec_json(spec), np.array([3], dtype=np.int64))
+    assert not log.exists()
+    monkeypatch.setenv(EVAL_LOG_ENV, str(log))
+    evaluate_local(_spec_json(spec), np.array([0, 5], dtype=np.int64))
+    evaluate_local(_spec_json(spec), np.array([7], dtype=np.int64))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines == [
+        {"evaluator": "analytic", "pid": os.getpid(), "ids": [0, 5]},
+        {"evaluator": "analytic", "pid": os.getpid(), "ids": [7]},
+    ]
+
+
 # ------------------------------------------------------------------ 16. Ray start-up
 
 

@@ -40,6 +40,28 @@ def test_add_trials_round_trip(tmp_path, backend, request):
     assert back[2].values[1] == float("inf")
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_add_trials_sets_study_attributes_in_the_same_transaction(tmp_path, backend, request):
+    """The guided driver's wave record (the samplers' state) lands with the wave's trials, is
+    replaced when set again, and neither is written when the fence refuses the transaction."""
+    url = f"sqlite:///{tmp_path}/a.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    storage = make_optuna_storage(url)
+    stored = optuna.create_study(storage=storage, study_name="a", directions=["minimize", "minimize"])
+    trials = _finished_trials(4)
+    add_trials(storage, stored, trials[:2], study_attrs={"w:2": {"end": 2}, "k": [1, 2]})
+    add_trials(storage, stored, trials[2:3], study_attrs={"k": [3]})
+
+    def refuse(conn):
+        raise RuntimeError("lease lost")
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        add_trials(storage, stored, trials[3:], fence=refuse, study_attrs={"w:4": {"end": 4}})
+    again = make_optuna_storage(url)
+    study_id = again.get_study_id_from_name("a")
+    assert again.get_study_system_attrs(study_id) == {"w:2": {"end": 2}, "k": [3]}
+    assert len(again.get_all_trials(study_id)) == 3
+
+
 def test_add_trials_refuses_unfinished(tmp_path):
     storage = make_optuna_storage(f"sqlite:///{tmp_path}/u.db")
     stored = optuna.create_study(storage=storage, study_name="u")

@@ -3,6 +3,7 @@
 from search._exports import lazy_exports
 
 _EXPORTS = {
+    "EVAL_LOG_ENV": "ray_cluster",
     "KILL_ONCE_ENV": "ray_cluster",
     "ClusterUnavailableError": "ray_cluster",
     "check_reachable": "ray_cluster",

@@ -29,6 +29,9 @@ class ClusterUnavailableError(RuntimeError):
 
 
 KILL_ONCE_ENV = "SERVESWEEP_TEST_KILL_WORKER_ONCE"
+# Fault accounting (scripts/bench_faults.py): a file every evaluation task appends what it
+# evaluated to (search.sweeps.remote), so a benchmark can count what a resumed driver redid.
+EVAL_LOG_ENV = "SERVESWEEP_EVAL_LOG"
 
 
 # Catalog ids whose Ray accelerator_type is not simply the first token of the id.
@@ -149,7 +152,7 @@ def ensure_ray(address: str | None = None, workers: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         check_reachable(address)
-    env = {k: v for k, v in os.environ.items() if k == KILL_ONCE_ENV}
+    env = {k: v for k, v in os.environ.items() if k in (KILL_ONCE_ENV, EVAL_LOG_ENV)}
     runtime_env = {"env_vars": env} if env else None
     if address:
         kwargs: dict = {"address": address, "runtime_env": runtime_env, "log_to_driver": False}

@@ -2,15 +2,16 @@
 
 The guided driver samples on an in-memory study and writes each finished wave of trials here
 with `add_trials` — one transaction per wave, parameters, values, constraints and metrics
-together — so the sampler never waits on the database (see `search.runner`). `add_trials`
-uses Optuna's table models, one reason the Optuna version is pinned.
+together, with the samplers' state — so the sampler never waits on the database (see
+`search.sweeps.guided`). `add_trials` uses Optuna's table models, one reason the Optuna
+version is pinned.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -65,8 +66,11 @@ def add_trials(
     study: optuna.Study,
     trials: list[FrozenTrial],
     fence: Callable[[sqlalchemy.engine.Connection], None] | None = None,
+    study_attrs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Append finished `trials` to `study` (in order, numbered after its existing trials).
+    """Append finished `trials` to `study` (in order, numbered after its existing trials), and
+    set the study system attributes `study_attrs` (what the guided driver keeps of its
+    samplers' state, see search.sweeps.guided) with them.
 
     On an RDBStorage all of them — parameters, values, user and system attributes — are
     written in ONE transaction with bulk inserts through Optuna's own table models (instead of
@@ -77,13 +81,16 @@ def add_trials(
     (PostgreSQL `SELECT ... FOR UPDATE`; SQLite's write lock serializes writers anyway), so the
     count the numbers start from cannot change under it; and `fence(connection)` — the
     sweep lease's check, `Store.lease_fence(name)` — runs in the same transaction, so a driver
-    that lost its lease writes nothing (LeaseLostError, rolled back).
+    that lost its lease writes nothing (LeaseLostError, rolled back). The trials and the study
+    attributes land together or not at all.
     """
     if not trials:
         return
     if not isinstance(storage, optuna.storages.RDBStorage):
         for t in trials:
             study.add_trial(t)
+        for key, value in (study_attrs or {}).items():
+            storage.set_study_system_attr(study._study_id, key, value)
         return
     study_id = study._study_id
     with _create_scoped_session(storage.scoped_session, True) as session:
@@ -131,3 +138,12 @@ def add_trials(
                 for key, value in t.system_attrs.items()
             ]
             session.add(row)
+        if study_attrs:
+            session.query(models.StudySystemAttributeModel).filter(
+                models.StudySystemAttributeModel.study_id == study_id,
+                models.StudySystemAttributeModel.key.in_(list(study_attrs)),
+            ).delete(synchronize_session=False)
+            session.add_all(
+                models.StudySystemAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value))
+                for key, value in study_attrs.items()
+            )

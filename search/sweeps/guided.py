@@ -1,12 +1,18 @@
 """The guided tier: an Optuna study in the sweep database, driven ask-and-tell in waves.
 
 Each wave of `workers` trials is evaluated as Ray tasks in flight together and told in trial
-order. Each ask uses a sampler seeded from (seed, trial number), so a resumed sweep (the trials
-its predecessor asked but never told are finished first, inside their wave) makes the same
-decisions as an uninterrupted one. The study is sampled in memory and each wave persisted in one
-transaction (search.store.add_trials). A configuration already stored is never evaluated again,
-and the trial budget counts distinct configurations: a repeated suggestion does not spend it.
-Simulator sweeps are seeded with the analytic front (`enqueue_trial`).
+order. Each ask uses a sampler seeded from (seed, trial number), so a resumed sweep makes the
+same decisions as an uninterrupted one. The study is sampled in memory and each wave persisted
+in one transaction (search.store.add_trials) together with what the samplers keep beyond the
+trials — NSGA-II's parent populations, study system attributes — as a wave record
+(`servesweep:wave:<end>`: the wave's end and the attributes it changed). A resumed driver
+rebuilds the in-memory study exactly as it stood after the last persisted wave: its trials (with
+their system attributes in the order the driver set them: a sampler reads constraints in dict
+order, and a database returns them in its own) and the sampler state of the wave records, trial
+ids mapped through trial numbers; then it asks the next wave, whose evaluations (if the killed
+driver had stored them) are found stored. A configuration already stored is never evaluated
+again, and the trial budget counts distinct configurations: a repeated suggestion does not spend
+it. Simulator sweeps are seeded with the analytic front (`enqueue_trial`).
 """
 
 from __future__ import annotations
@@ -93,10 +99,12 @@ def _run_guided(
     wave: int | None = None,
 ) -> dict[str, Any]:
     """Ask-and-tell in waves of `workers` trials on an in-memory study (so the sampler never
-    waits on the database), persisting each finished wave to the stored study — one
-    transaction per trial, in trial order — after its evaluations are stored. A resumed driver
-    reloads the stored trials of whole waves and replays the wave that was cut short; its asks
-    repeat (same history, same per-trial seeds) and find their evaluations already stored.
+    waits on the database), persisting each finished wave to the stored study — its trials in
+    trial order and its record of the sampler state, one transaction — after its evaluations
+    are stored. A resumed driver rebuilds the study as it stood after the last stored wave and
+    asks the next one (same history, same sampler state, same per-trial seeds: the same
+    suggestions), finding the evaluations its predecessor stored of it. (A study stored without
+    wave records replays its last whole multiple of `wave` trials.)
 
     A stage of a multi-fidelity sweep (search.sweeps.staged) runs its own study
     (`study_suffix`), enqueues its own `seeds` (default: the analytic front, for a slower
@@ -118,13 +126,19 @@ def _run_guided(
     store.update_sweep(name, optuna_study_name=stored_study_name)
     persisted = stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     wave = wave or workers
-    whole_waves = len(persisted) // wave * wave
+    records = _wave_records(optuna_storage.get_study_system_attrs(stored._study_id))
+    if records and max(records) == len(persisted):
+        resume_at = len(persisted)  # every wave was stored whole, with its record
+    else:  # a study stored before wave records: replay the last, possibly partial, wave
+        resume_at = len(persisted) // wave * wave
+        records = {}
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=directions)
-    study.add_trials(persisted[:whole_waves])
+    study.add_trials([_canonical_trial(t, space, evaluator.constraint_names) for t in persisted[:resume_at]])
+    sampler_attrs = _restore_sampler_state(study, records, resume_at)
     n_persisted = len(persisted)
     budget_trials = spec.budget.trials
     seeds = _analytic_seeds(spec, space) if seeds is None else seeds
-    for params in seeds[whole_waves:budget_trials]:
+    for params in seeds[resume_at:budget_trials]:
         study.enqueue_trial(params)  # asked first, in order: a resumed driver re-enqueues the rest
     deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
     # rows of another evaluator (a lower-fidelity stage) are not this tier's evaluations
@@ -177,13 +191,11 @@ def _run_guided(
         for trial, key in zip(trials, keys, strict=True):
             _tell(study, trial, known[key], evaluator.constraint_names, directions)
         done = study.get_trials(deepcopy=False)  # by number (seeds not yet asked are WAITING)
-        # persist in trial order, skipping what a killed driver had written
-        add_trials(
-            optuna_storage,
-            stored,
-            [done[t.number] for t in trials if t.number >= n_persisted],
-            fence=store.lease_fence(name),
-        )
+        # persist in trial order, skipping what a killed driver had written, with the wave's
+        # record of the sampler state it changed
+        new_trials = [done[t.number] for t in trials if t.number >= n_persisted]
+        record = _wave_record(study, done, sampler_attrs, trials[-1].number + 1) if new_trials else {}
+        add_trials(optuna_storage, stored, new_trials, fence=store.lease_fence(name), study_attrs=record)
         n_persisted = max(n_persisted, trials[-1].number + 1)
         if progress:
             told = study.get_trials(deepcopy=False, states=_TOLD)
@@ -196,6 +208,91 @@ def _run_guided(
 
 
 _TOLD = (optuna.trial.TrialState.COMPLETE,)
+_WAVE_PREFIX = "servesweep:wave:"
+_CONSTRAINT_PREFIX = "constraints:"
+_GA_PARENT_MARK = ":parent:"  # optuna's BaseGASampler caches parents as '<Sampler>:parent:<generation>'
+_MISSING = object()
+
+
+def _trial_id_lists(key: str) -> bool:
+    """Whether a study system attribute holds trial ids (a genetic sampler's parent cache),
+    which the driver stores as trial numbers: the ids of a rebuilt in-memory study differ."""
+    return _GA_PARENT_MARK in key
+
+
+def _study_attrs(study: optuna.Study) -> dict[str, Any]:
+    return dict(study._storage.get_study_system_attrs(study._study_id))
+
+
+def _wave_record(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial], known: dict[str, Any], end: int
+) -> dict[str, Any]:
+    """The study attribute recording a wave that ends before trial `end`: the sampler state
+    (study system attributes, trial ids as numbers) it set or changed; `known` (the state up to
+    the previous wave) is updated."""
+    number_of = {t._trial_id: t.number for t in trials}
+    changed: dict[str, Any] = {}
+    for key, value in _study_attrs(study).items():
+        if _trial_id_lists(key):
+            value = [number_of[i] for i in value]
+        if known.get(key, _MISSING) != value:
+            changed[key] = known[key] = value
+    return {f"{_WAVE_PREFIX}{end:09d}": {"end": end, "attrs": changed}}
+
+
+def _wave_records(stored_attrs: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The stored study's wave records, by the trial count each wave ends at."""
+    return {
+        int(v["end"]): v.get("attrs") or {}
+        for k, v in stored_attrs.items()
+        if k.startswith(_WAVE_PREFIX) and isinstance(v, dict) and "end" in v
+    }
+
+
+def _restore_sampler_state(study: optuna.Study, records: dict[int, dict[str, Any]], upto: int) -> dict[str, Any]:
+    """Set on the rebuilt in-memory `study` the sampler state its wave records hold up to trial
+    `upto` (trial numbers back to this study's trial ids); returns that state as recorded."""
+    state: dict[str, Any] = {}
+    for end in sorted(records):
+        if end <= upto:
+            state.update(records[end])
+    id_of = {t.number: t._trial_id for t in study.get_trials(deepcopy=False)}
+    for key, value in state.items():
+        if _trial_id_lists(key):
+            value = [id_of[n] for n in value]
+        study._storage.set_study_system_attr(study._study_id, key, value)
+    return state
+
+
+def _canonical_trial(
+    trial: optuna.trial.FrozenTrial, space: SearchSpace, constraint_names: list[str]
+) -> optuna.trial.FrozenTrial:
+    """A stored trial with its parameters in the order the driver suggests them and its system
+    attributes in the order it sets them (the sampler's, then the constraints in the
+    evaluator's order): Optuna reads a trial's constraints in dict order, and a database
+    returns attributes in an order of its own (SQLite: by key), which changes what GP samples."""
+    order = {d.name: i for i, d in enumerate(space.dimensions)}
+    by_dim = sorted(trial.params, key=lambda n: (order.get(n, len(order)), n))
+    rank = {f"{_CONSTRAINT_PREFIX}{c}": i for i, c in enumerate(constraint_names)}
+    attrs = trial.system_attrs
+    sampler_keys = [k for k in attrs if not k.startswith(_CONSTRAINT_PREFIX)]
+    constraint_keys = sorted(
+        (k for k in attrs if k.startswith(_CONSTRAINT_PREFIX)), key=lambda k: (rank.get(k, len(rank)), k)
+    )
+    return optuna.trial.FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=trial.values,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params={n: trial.params[n] for n in by_dim},
+        distributions={n: trial.distributions[n] for n in by_dim},
+        user_attrs=trial.user_attrs,
+        system_attrs={k: attrs[k] for k in sampler_keys + constraint_keys},
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+    )
 
 
 def _analytic_seeds(spec: SweepSpec, space: SearchSpace) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from search.cluster import KILL_ONCE_ENV
+from search.cluster import EVAL_LOG_ENV, KILL_ONCE_ENV
 from search.sweeps.evaluation import EvalResult, Evaluator
 from search.sweeps.evaluators import make_evaluator
 from search.sweeps.pareto import pareto_mask, to_minimization
@@ -43,9 +43,27 @@ def _maybe_die() -> None:
         os._exit(1)
 
 
+def _log_evaluated(evaluator: str, **what: Any) -> None:
+    """With $SERVESWEEP_EVAL_LOG set, append one JSON line saying what this task evaluated
+    (`ids`, or the range `start`..`stop`) to that file: fault accounting for
+    scripts/bench_faults.py. One O_APPEND write per line, so concurrent workers do not interleave."""
+    path = os.environ.get(EVAL_LOG_ENV)
+    if not path:
+        return
+    line = json.dumps({"evaluator": evaluator, "pid": os.getpid(), **what}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def evaluate_local(spec_json: str, ids: np.ndarray) -> EvalResult:
     """Evaluate in this process (what a worker does)."""
-    return _evaluator(spec_json).evaluate(ids)
+    ev = _evaluator(spec_json)
+    result = ev.evaluate(ids)
+    _log_evaluated(ev.name, ids=[int(i) for i in ids])
+    return result
 
 
 @ray.remote(max_retries=3)
@@ -62,6 +80,7 @@ def evaluate_shard(spec_json: str, start: int, stop: int, keep_all: bool) -> dic
     _maybe_die()
     ev = _evaluator(spec_json)
     result = ev.evaluate(np.arange(start, stop, dtype=np.int64))
+    _log_evaluated(ev.name, start=int(start), stop=int(stop))
     return summarize_shard(result, [o.direction for o in ev.spec.objectives], keep_all)  # type: ignore[attr-defined]
 
 
