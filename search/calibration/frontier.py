@@ -16,10 +16,14 @@ Each row is predicted with the quantity it reports, or skipped with the reason:
   per-token rate alpha that gives it), beside the catalog default in a second column;
 - max-throughput rows (TensorRT-LLM DEP8 on 8xB200): `offline_max_throughput`.
 
-Skipped: the end-to-end prefill/decode-disaggregated rows (the disaggregation model is another
-branch's work), rows whose GPU is not in the catalog (H800), rows whose layout or batch is not
-stated (GB200 part 2, the vLLM wide-EP summaries) and the relaxed-acceptance MTP row (it trades
-accuracy and states no acceptance length).
+- the SGLang end-to-end headline (its per-node output rate is the DEP72 decode pool's) and the
+  GB200 NVL72 decode row (DEP48, batch the KV fit): `_decode_pool_row`.
+
+The pools' throughputs come from objectives.disaggregation (`prefill_pool_tokens_per_s_per_gpu`,
+`decode_pool_tokens_per_s_per_gpu`), the one code path of both validate_frontier.py and
+validate_disaggregation.py. Skipped: rows whose GPU is not in the catalog (H800), rows whose
+layout or batch is not stated (GB200 part 2, the vLLM wide-EP summaries) and the
+relaxed-acceptance MTP row (it trades accuracy and states no acceptance length).
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ import numpy as np
 
 from objectives.accelerators import get_accelerator
 from objectives.batch import build_batch
+from objectives.disaggregation import decode_pool_tokens_per_s_per_gpu, prefill_pool_tokens_per_s_per_gpu
 from objectives.efficiency import EfficiencyModel, default_efficiency
 from objectives.models import load_model
 from objectives.modes import expected_tokens_per_step, speculative_defaults
 from objectives.serving import evaluate, offline_max_throughput
-from objectives.timing import decode_step_time_s, prefill_time_s
 
 PREFILL_TOKENS_PER_RANK = 16384  # SGLang blog: "16,384 tokens per device" in its prefill runs
 
@@ -88,15 +92,21 @@ def _model(row: dict[str, Any]) -> str:
 
 def _skip_reason(row: dict[str, Any]) -> str | None:
     scenario = str(row.get("scenario", ""))
-    if "e2e" in scenario or row.get("id", "").startswith("vllm-"):
-        return "prefill/decode-disaggregated end to end (the disaggregation model, issue 14.3, is another branch)"
+    if row.get("id", "").startswith("vllm-"):
+        return "GPUs, EP and batch of the pools not stated (a production-like headline / a third-party summary)"
     if str(row.get("gpu")) == "H800":
         return "H800 is not in the accelerator catalog"
-    if "only" not in scenario and scenario.startswith("disaggregated"):
+    if "only" not in scenario and scenario.startswith("disaggregated") and not row.get("gpu_count"):
         return "GPUs, EP and batch of the pool not stated in the row"
     if "relaxed" in str(row.get("spec_decoding", "")):
         return "relaxed acceptance (changes accuracy) and no acceptance length stated"
     return None
+
+
+def is_disaggregated(row: dict[str, Any]) -> bool:
+    """A row of a prefill / decode-disaggregated deployment (one pool or both)."""
+    text = f"{row.get('scenario', '')} {row.get('framework', '')}".lower()
+    return "disaggregat" in text or "p/d" in text or "pd disagg" in text
 
 
 def predict_row(row: dict[str, Any], efficiency: EfficiencyModel | None = None) -> FrontierRow:
@@ -116,35 +126,11 @@ def predict_row(row: dict[str, Any], efficiency: EfficiencyModel | None = None) 
     if "prefill_only" in scenario:
         isl = int(row["isl"])
         b = build_batch(model, gpu, tp=tp, ep=int(row["ep"]), attention_dp=dp, isl=isl, osl=1, **common)
-        b = b.replace(max_num_tokens=float(PREFILL_TOKENS_PER_RANK))
-        prompts = dp * max(PREFILL_TOKENS_PER_RANK // isl, 1)
-        t = prefill_time_s(b, float(isl), float(prompts)).total_s[0]
-        pred = prompts * isl / t / float(b.gpus[0])
+        pred = float(prefill_pool_tokens_per_s_per_gpu(b, float(isl), float(PREFILL_TOKENS_PER_RANK))[0])
         note = f"DEP{dp} prefill pool, {PREFILL_TOKENS_PER_RANK} tokens per rank per step, no decode"
         return FrontierRow(rid, "input tok/s/GPU", float(row["input_tokens_per_s_per_gpu"]), pred, note)
-    if "decode_only" in scenario:
-        per_dev = float(str(row["batch"]).split()[0])
-        ctx = float(row["isl"])
-        k, alpha = (1, 0.6) if "MTP" in scenario else (0, None)
-        b = build_batch(
-            model,
-            gpu,
-            tp=tp,
-            ep=int(row["ep"]),
-            attention_dp=dp,
-            mtp=k,
-            mtp_acceptance=alpha,
-            isl=int(ctx),
-            osl=1,
-            batch=per_dev * dp,
-            **common,
-        )
-        step = decode_step_time_s(b, b.batch, ctx).total_s[0]  # per output token (MTP included)
-        pred = per_dev * dp / step / float(b.gpus[0])
-        note = f"DEP{dp} decode pool, {per_dev:.0f} sequences per GPU at KV length {ctx:.0f}"
-        if k:
-            note += ", MTP 1 at the stated 60% acceptance"
-        return FrontierRow(rid, "output tok/s/GPU", float(row["output_tokens_per_s_per_gpu"]), pred, note)
+    if "decode" in scenario and scenario.startswith("disaggregated"):
+        return _decode_pool_row(row, model, gpu, common)
     if scenario.startswith("min_latency"):
         spec = str(row.get("spec_decoding", "no-MTP"))
         k = 0 if spec == "no-MTP" else int(spec.removeprefix("MTP"))
@@ -191,6 +177,57 @@ def predict_row(row: dict[str, Any], efficiency: EfficiencyModel | None = None) 
         note = f"DEP{dp} offline max throughput (batch {m.batch[0]:.0f}), no MTP"
         return FrontierRow(rid, "output tok/s/GPU", float(row["tokens_per_s_per_gpu"]), pred, note)
     return FrontierRow(rid, "-", None, None, f"skipped: scenario {scenario!r} not predicted")
+
+
+def _decode_pool_row(row: dict[str, Any], model: Any, gpu: Any, common: dict[str, Any]) -> FrontierRow:
+    """A decode-only / decode-saturated row of a disaggregated deployment: the decode pool alone
+    (prefill assumed unlimited) at the row's layout, batch per GPU and KV length.
+
+    - SGLang EP72 on 9x8 H100 (2025-05-05): DEP72, the table's batch per device and KV length;
+      the simulated-MTP row with one draft token at its stated 60% acceptance;
+    - the same blog's end-to-end headline (12 nodes, "22.3k output tokens/s per node"): it quotes
+      the decode pool's per-node rate of the DEP72 runs (22,282 at batch 256, KV 2,000), so it is
+      that pool's prediction; its "52.3k input tokens/s per node" is a prefill pool figure;
+    - SGLang GB200 NVL72 (2025-06-16): 12 of 14 trays (48 GPUs) decode, one 72-GPU NVLink domain
+      (DEP48), 2,000-token inputs and 100 outputs (the blog's batch ablation); the batch is not
+      stated ("decode saturated"; "the experimental setup mirrors that of our previous blog
+      post"): the H100 blog's 256 per GPU — a floor, as the blog says GB200's memory allowed
+      larger batches.
+    """
+    rid, scenario = str(row["id"]), str(row["scenario"])
+    dp = int(row.get("attention_dp") or row.get("gpu_count") or 1)
+    if "e2e" in scenario:
+        dp = 72  # the blog's decode pool (9 x 8 H100, EP72) whose per-node rate the headline quotes
+    ctx = float(row["isl"])
+    batch_text = str(row.get("batch") or "")
+    if "e2e" in scenario:
+        batch_text = "256"
+    per_dev = float(batch_text.split()[0]) if batch_text else 256.0
+    if not batch_text:  # GB200: "the experimental setup mirrors that of our previous blog post"
+        ctx = ctx + 100.0 / 2.0  # the blog's 100 output tokens: the mean KV length of a decode
+    k, alpha = (1, 0.6) if "SIMULATED MTP" in scenario else (0, None)
+    b = build_batch(
+        model,
+        gpu,
+        tp=1,
+        ep=dp,
+        attention_dp=dp,
+        mtp=k,
+        mtp_acceptance=alpha,
+        isl=int(ctx),
+        osl=1,
+        batch=per_dev * dp,
+        **common,
+    )
+    tps, n = decode_pool_tokens_per_s_per_gpu(b, per_dev * dp, ctx)
+    note = f"DEP{dp} decode pool, {float(n[0]) / dp:.0f} sequences per GPU at KV length {ctx:.0f}"
+    if not batch_text:
+        note += " (batch not stated: the H100 blog's 256 per GPU, whose setup it mirrors; GB200 ran larger ones)"
+    if k:
+        note += ", MTP 1 at the stated 60% acceptance"
+    if "e2e" in scenario:
+        note += "; the headline quotes the DEP72 decode pool's per-node rate"
+    return FrontierRow(rid, "output tok/s/GPU", float(row["output_tokens_per_s_per_gpu"]), float(tps[0]), note)
 
 
 def predict_all(path: str | Path, efficiency: EfficiencyModel | None = None) -> list[FrontierRow]:
