@@ -103,6 +103,19 @@ def _skip_reason(row: dict[str, Any]) -> str | None:
     return None
 
 
+def uses_two_batch_overlap(row: dict[str, Any]) -> bool:
+    """Whether the row's engine ran DEP steps as two overlapped micro-batches: the row names TBO
+    (SGLang's prefill rows) or DBO (vLLM), or it is a decode row of the SGLang H100 blog, whose
+    ablation puts TBO in its decode runs ("The speedup reaches 25.5% at 256 tokens with a
+    performance of 22,310 tokens per second" = the 22,282 row; 17,552 with TBO at 128 sequences
+    in the simulated-MTP case = the 17,373 row). GB200 NVL72 runs without it ("This allows
+    two-batch overlap to be disabled", SGLang GB200 part 1)."""
+    text = str(row.get("framework", ""))
+    if "TBO" in text or "DBO" in text:
+        return True
+    return str(row.get("id", "")).startswith("sglang-2025-05-05-") and "decode" in str(row.get("scenario", ""))
+
+
 def is_disaggregated(row: dict[str, Any]) -> bool:
     """A row of a prefill / decode-disaggregated deployment (one pool or both)."""
     text = f"{row.get('scenario', '')} {row.get('framework', '')}".lower()
@@ -123,11 +136,15 @@ def predict_row(row: dict[str, Any], efficiency: EfficiencyModel | None = None) 
     tp = int(row.get("tp") or 1)
     scenario = str(row["scenario"])
     common = dict(weights=weights, kv_cache=kv, efficiency=eff)
+    tbo = uses_two_batch_overlap(row)
+    if tbo:
+        common["two_batch_overlap"] = True
     if "prefill_only" in scenario:
         isl = int(row["isl"])
         b = build_batch(model, gpu, tp=tp, ep=int(row["ep"]), attention_dp=dp, isl=isl, osl=1, **common)
         pred = float(prefill_pool_tokens_per_s_per_gpu(b, float(isl), float(PREFILL_TOKENS_PER_RANK))[0])
         note = f"DEP{dp} prefill pool, {PREFILL_TOKENS_PER_RANK} tokens per rank per step, no decode"
+        note += ", TBO" if tbo else ""
         return FrontierRow(rid, "input tok/s/GPU", float(row["input_tokens_per_s_per_gpu"]), pred, note)
     if "decode" in scenario and scenario.startswith("disaggregated"):
         return _decode_pool_row(row, model, gpu, common)
@@ -225,6 +242,8 @@ def _decode_pool_row(row: dict[str, Any], model: Any, gpu: Any, common: dict[str
         note += " (batch not stated: the H100 blog's 256 per GPU, whose setup it mirrors; GB200 ran larger ones)"
     if k:
         note += ", MTP 1 at the stated 60% acceptance"
+    if common.get("two_batch_overlap"):
+        note += ", TBO"
     if "e2e" in scenario:
         note += "; the headline quotes the DEP72 decode pool's per-node rate"
     return FrontierRow(rid, "output tok/s/GPU", float(row["output_tokens_per_s_per_gpu"]), float(tps[0]), note)
