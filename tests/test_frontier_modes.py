@@ -294,3 +294,21 @@ def test_sglang_wide_ep_rows_within_target():
     assert len(sglang) == 6
     assert all(abs(r.error) <= 0.25 for r in sglang), [(r.id, r.error) for r in sglang]
     assert all("TBO" in r.note for r in sglang)
+
+
+def test_dep_offline_batch_bounded_by_the_engine_per_rank():
+    """The max-throughput search of a DEP replica stays within max_batch_size per attention rank
+    (x attention_dp for the replica), and the B200 DEP8 headline row within its recipe's 384."""
+    from objectives.serving import offline_max_throughput
+
+    b = _batch(gpu="B200", weights="fp4", tp=1, ep=8, attention_dp=8, isl=1024, osl=2048, engine="trtllm")
+    free = offline_max_throughput(b)
+    capped = offline_max_throughput(b.replace(max_batch_size=384.0))
+    assert free.batch[0] > 3072 and capped.batch[0] <= 384 * 8
+    assert capped.output_tokens_per_s_per_gpu[0] < free.output_tokens_per_s_per_gpu[0]
+    if FRONTIER.exists():
+        from search.calibration.frontier import load_rows, predict_row
+
+        row = next(r for r in load_rows(FRONTIER) if r["id"] == "trtllm-blog3-dsr1-fp4-8xB200-maxthroughput")
+        got = predict_row(row)
+        assert "(batch 3072)" in got.note and "384 per rank" in got.note

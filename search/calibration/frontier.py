@@ -14,7 +14,9 @@ Each row is predicted with the quantity it reports, or skipped with the reason:
   without MTP): tokens/s per user = 1 / TPOT at one sequence; an MTP row at the row's own
   measured acceptance (its `mtp_acceptance_rate` is the mean accepted length, converted to the
   per-token rate alpha that gives it), beside the catalog default in a second column;
-- max-throughput rows (TensorRT-LLM DEP8 on 8xB200): `offline_max_throughput`.
+- max-throughput rows (TensorRT-LLM DEP8 on 8xB200): `offline_max_throughput`, its batch search
+  bounded by the per-rank max_batch_size / max_num_tokens of the row's published recipe
+  (`MAX_THROUGHPUT_RECIPES`; else the engine profile's caps).
 
 - the SGLang end-to-end headline (its per-node output rate is the DEP72 decode pool's) and the
   GB200 NVL72 decode row (DEP48, batch the KV fit): `_decode_pool_row`.
@@ -44,6 +46,18 @@ from objectives.modes import expected_tokens_per_step, speculative_defaults
 from objectives.serving import evaluate, offline_max_throughput
 
 PREFILL_TOKENS_PER_RANK = 16384  # SGLang blog: "16,384 tokens per device" in its prefill runs
+
+# The engine limits of the published recipe of a max-throughput row (the batch search stays within
+# them: max_batch_size is per attention rank under attention DP). TensorRT-LLM "How to get best
+# performance on DeepSeek-R1 in TensorRT-LLM" (NVIDIA/TensorRT-LLM
+# docs/source/blogs/Best_perf_practice_on_DeepSeek-R1_in_TensorRT-LLM.md @f0c873f), "B200
+# max-throughput for R1": trtllm-bench --tp 8 --ep 8, enable_attention_dp, --max_batch_size 384
+# ("Max batch size in each rank") --max_num_tokens 1536 --concurrency 3072, ISL/OSL 1K/2K,
+# 4,548 output tokens/s per GPU — the recipe behind blog 3's "4600 TPS/GPU". (The doc's FP8-KV
+# recipe for R1-0528-FP4 runs 896 per rank, --max_num_tokens 2048, at 5,393 per GPU.)
+MAX_THROUGHPUT_RECIPES: dict[str, dict[str, float]] = {
+    "trtllm-blog3-dsr1-fp4-8xB200-maxthroughput": {"max_batch_size": 384.0, "max_num_tokens": 1536.0},
+}
 
 
 @dataclass(frozen=True)
@@ -189,9 +203,18 @@ def predict_row(row: dict[str, Any], efficiency: EfficiencyModel | None = None) 
             osl=int(row["osl"]),
             **common,
         )
+        cap = MAX_THROUGHPUT_RECIPES.get(rid)
+        unbounded = float(offline_max_throughput(b).output_tokens_per_s_per_gpu[0]) if cap else None
+        if cap:  # the engine's per-rank limits of the published recipe bound the batch
+            b = b.replace(max_batch_size=cap["max_batch_size"], max_num_tokens=cap["max_num_tokens"])
         m = offline_max_throughput(b)
         pred = float(m.output_tokens_per_s_per_gpu[0])
         note = f"DEP{dp} offline max throughput (batch {m.batch[0]:.0f}), no MTP"
+        if cap:
+            note += (
+                f", max_batch_size {cap['max_batch_size']:.0f} per rank / max_num_tokens "
+                f"{cap['max_num_tokens']:.0f} of the recipe (unbounded: {unbounded:,.0f})"
+            )
         return FrontierRow(rid, "output tok/s/GPU", float(row["tokens_per_s_per_gpu"]), pred, note)
     return FrontierRow(rid, "-", None, None, f"skipped: scenario {scenario!r} not predicted")
 
