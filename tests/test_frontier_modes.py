@@ -312,3 +312,33 @@ def test_dep_offline_batch_bounded_by_the_engine_per_rank():
         row = next(r for r in load_rows(FRONTIER) if r["id"] == "trtllm-blog3-dsr1-fp4-8xB200-maxthroughput")
         got = predict_row(row)
         assert "(batch 3072)" in got.note and "384 per rank" in got.note
+
+
+def test_dep_replica_queues_per_attention_rank():
+    """A DEP replica under load is attention_dp rank queues pooled behind its router: the
+    table describes one rank (its slots, a prompt prefilled on that rank beside the others'
+    decodes), and the replica's latencies are those of a pool of dp rank queues each fed
+    rate / dp at cv^2 / dp; slots and the load batch are reported for the replica."""
+    import dataclasses
+
+    from objectives.queueing import ReplicaTable, _round_s, latency_at_load
+    from objectives.timing import forward_time_s
+
+    b = _batch(tp=1, ep=8, attention_dp=8, batch=8 * 64, isl=1024, osl=256)
+    tab = ReplicaTable.build(b, 1024.0, 256.0)
+    assert tab.ranks is not None and tab.ranks[0] == 8 and tab.slots[0] <= 64
+    # a prompt on one rank with no decodes routes its own tokens only (not 8 ranks' worth)
+    got = _round_s(b, np.array([0.0]), 1024.0, np.array([1024.0]), np.array([512.0]))
+    want = forward_time_s(b, 0.0, 1024.0, 1024.0, 512.0, 1.0, moe_tokens=1024.0, prefill_phase=True).total_s
+    assert got[0] == pytest.approx(want[0])
+    rate = 0.5 * tab.capacity_per_s
+    dep = latency_at_load(tab, rate, percentiles=(99.0,), arrival_cv=1.0)
+    rank = latency_at_load(
+        dataclasses.replace(tab, ranks=None), rate / 8, percentiles=(99.0,), arrival_cv=np.sqrt(1 / 8), pooled=8.0
+    )
+    assert dep.ttft_s[99.0][0] == pytest.approx(rank.ttft_s[99.0][0])
+    assert dep.tpot_s[99.0][0] == pytest.approx(rank.tpot_s[99.0][0])
+    assert dep.slots[0] == pytest.approx(8 * tab.slots[0]) and dep.batch[0] == pytest.approx(8 * rank.batch[0])
+    assert dep.utilization[0] == pytest.approx(0.5)
+    # attention_dp 1: one queue, as before
+    assert ReplicaTable.build(_batch(tp=8, ep=8), 1024.0, 256.0).ranks is None
