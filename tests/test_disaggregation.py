@@ -339,3 +339,44 @@ def test_headline_rows_predicted_once_at_their_layout():
     assert e2e.predicted == dec.predicted
     assert "DEP48 decode" in predict_row(rows["sglang-2025-06-16-decode-gb200-nvl72"]).note
     assert not any("TP8 EP8" in predict_row(r).note for r in rows.values())
+
+
+def test_two_pool_simulator_with_dep_and_mtp_pools():
+    """DeepSeek-R1 fp8 on H200, DEP8 prefill and DEP8 + MTP 1 decode pools at the chat rate:
+    the simulated decode pool's TPOT (sequences spread over the ranks, per output token) matches
+    the analytic pool within 5%; the analytic TTFT, a prompt on one rank, is not below the
+    simulator's, which spreads a prompt's chunk over the ranks."""
+    m, g, w = load_model("deepseek-ai/DeepSeek-R1"), get_accelerator("H200-SXM"), get_preset("chat")
+    common = dict(weights="fp8", kv_cache="fp8", tp=1, ep=8, attention_dp=8, isl=w.isl, osl=w.osl)
+    bp = build_batch(m, g, batch=1, **common)
+    bd = build_batch(m, g, batch=8 * 64, mtp=1, **common)
+    link = kv_link_for(g, g, "infiniband", one_domain=False)
+    r = evaluate_disaggregated(
+        bp,
+        bd,
+        prefill_usd_per_gpu_hour=np.array([3.0]),
+        decode_usd_per_gpu_hour=np.array([3.0]),
+        links=link_arrays([link], 1),
+        arrival_rate_per_s=10.0,
+        input_lengths=w.input_tokens,
+        output_lengths=w.output_tokens,
+        slos=w.slos,
+        extra_percentiles=(50, 99),
+    )
+    reqs = sample_requests(w, 2000, rate_per_s=10.0, seed=0)
+    xfer = kv_transfer_time_s(
+        bp, bd, reqs.input_tokens.astype(float), link.bytes_per_s, link.efficiency, link.latency_s
+    )
+    res = simulate_disaggregated(
+        bp,
+        bd,
+        reqs.arrival_s,
+        reqs.input_tokens,
+        reqs.output_tokens,
+        transfer_s=xfer,
+        prefill_replicas=int(r.prefill_replicas[0]),
+        decode_replicas=int(r.decode_replicas[0]),
+    )
+    for p in (50, 99):
+        assert r.at("tpot", p)[0] == pytest.approx(res.percentile("tpot", p), rel=0.05)
+    assert r.at("ttft", 99)[0] >= res.percentile("ttft", 99)
