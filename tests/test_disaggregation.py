@@ -380,3 +380,32 @@ def test_two_pool_simulator_with_dep_and_mtp_pools():
     for p in (50, 99):
         assert r.at("tpot", p)[0] == pytest.approx(res.percentile("tpot", p), rel=0.05)
     assert r.at("ttft", 99)[0] >= res.percentile("ttft", 99)
+
+
+def test_launch_lines_of_a_dep_disaggregated_configuration():
+    """A DEP disaggregated pick: each pool's servers get DP attention with EP over that pool's
+    tp x attention_dp GPUs (the decode pool's following decode_tp), the header counts them."""
+    from search.outputs.launch import disaggregated_launch_commands
+
+    c = {
+        "accelerator": "H200-SXM",
+        "tp": 1,
+        "pp": 1,
+        "ep": 8,
+        "attention_dp": 8,
+        "weights": "fp8",
+        "kv_cache": "fp8",
+        "max_batch": 256,
+        "chunked_prefill": 8192,
+        "disaggregated": True,
+        "decode_accelerator": "H200-SXM",
+        "decode_tp": 2,
+    }
+    out = disaggregated_launch_commands(
+        "deepseek-ai/DeepSeek-R1", c, pools={"prefill_replicas": 1, "decode_replicas": 2}
+    )
+    pre, dec = out["sglang"]["roles"]["prefill"], out["sglang"]["roles"]["decode"]
+    assert "--enable-dp-attention" in pre and "--enable-dp-attention" in dec
+    assert pre[pre.index("--ep-size") + 1] == "8" and dec[dec.index("--ep-size") + 1] == "16"
+    text = json.dumps(out)
+    assert "8 GPUs each" in text and "16 GPUs each" in text
