@@ -18,7 +18,7 @@ import numpy as np
 from objectives.accelerators import Accelerator
 from objectives.efficiency import EfficiencyModel, default_efficiency
 from objectives.models import ModelSpec
-from objectives.modes import default_moe_imbalance, speculative_defaults
+from objectives.modes import default_moe_imbalance, routing_max_nodes, speculative_defaults
 from objectives.quantization import (
     EMBEDDING_BYTES_PER_PARAM,
     activation_bytes,
@@ -142,6 +142,8 @@ class ConfigBatch:
     scaleup_bw_bytes_per_s: np.ndarray  # per direction, the NVLink / XGMI domain
     scaleout_bw_bytes_per_s: np.ndarray  # per GPU per direction, the NIC (NaN: not in the catalog)
     scaleup_domain: np.ndarray  # GPUs in one scale-up domain (72 on GB200 NVL72)
+    two_batch_overlap: np.ndarray  # 1: DEP steps run as two overlapped micro-batches (TBO / DBO)
+    routing_max_nodes: np.ndarray  # most nodes a token's experts span (node-limited routing; inf: none)
     # load
     batch: np.ndarray  # concurrent sequences per replica
     isl: np.ndarray  # input tokens per request
@@ -239,6 +241,7 @@ def build_batch(
     mtp_acceptance: float | None = None,
     moe_imbalance: float | None = None,
     engine: str | None = None,
+    two_batch_overlap: bool | np.ndarray = False,
 ) -> ConfigBatch:
     """Configurations of one model on one GPU type and one quantization; the numeric
     arguments broadcast against each other to give N rows.
@@ -247,7 +250,9 @@ def build_batch(
     tp x attention_dp x pp GPUs; with attention_dp > 1, `ep` must be tp x attention_dp), `mtp`
     draft tokens are verified per step at acceptance `mtp_acceptance` (default: the model's
     published rate in objectives/data/modes.yaml, NaN where none is), and `moe_imbalance` is the
-    DEP load-imbalance factor (default from the same file); see objectives.modes. `engine`
+    DEP load-imbalance factor (default from the same file); `two_batch_overlap` runs DEP steps
+    as two overlapped micro-batches (SGLang TBO, vLLM DBO; no effect at attention_dp 1); see
+    objectives.modes. `engine`
     (trtllm, vllm, sglang) applies that engine's runtime profile (objectives.engines: memory
     fraction, sequence and token caps, host overheads where it has them, and its kernel records
     under the kernel model); None keeps the efficiency model's serving values (the default
@@ -307,6 +312,8 @@ def build_batch(
         scaleup_bw_bytes_per_s=full(gpu.scaleup_bw_bytes_per_s),
         scaleout_bw_bytes_per_s=full(scaleout),
         scaleup_domain=full(gpu.scaleup_domain),
+        two_batch_overlap=np.broadcast_to(np.asarray(two_batch_overlap, dtype=np.float64), (n,)).copy(),
+        routing_max_nodes=full(routing_max_nodes(model.id)),
         batch=b_a,
         isl=i_a,
         osl=o_a,

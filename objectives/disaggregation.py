@@ -332,8 +332,39 @@ def _pool_reason(b: ConfigBatch, context: np.ndarray, max_position_embeddings: f
 
 def prefill_slots(b: ConfigBatch, mean_input: float) -> np.ndarray:
     """Prompts a prefill replica runs at once: enough to fill two chunks of `max_num_tokens`
-    (a prompt longer than a chunk spans several steps), at least 2."""
-    return np.maximum(np.ceil(2.0 * b.max_num_tokens / max(mean_input, 1.0)), 2.0)
+    (a prompt longer than a chunk spans several steps), at least 2 — per attention rank under
+    attention DP (each rank prefills its own chunk)."""
+    per_rank = np.maximum(np.ceil(2.0 * b.max_num_tokens / max(mean_input, 1.0)), 2.0)
+    return per_rank * b.attention_dp
+
+
+def prefill_pool_tokens_per_s_per_gpu(
+    bp: ConfigBatch, isl: np.ndarray | float, chunk_tokens: np.ndarray | float | None = None
+) -> np.ndarray:
+    """Input tokens/s per GPU of a prefill replica kept full (decode assumed unlimited): every
+    attention rank prefills floor(chunk / isl) prompts (at least one) of `isl` tokens per step
+    of `chunk_tokens` tokens per rank (default: the batch's max_num_tokens), no decodes in the
+    steps. The prefill-only rows of the headline file are compared with this."""
+    x = np.asarray(isl, dtype=np.float64)
+    chunk = bp.max_num_tokens if chunk_tokens is None else np.asarray(chunk_tokens, dtype=np.float64)
+    b = bp.replace(max_num_tokens=chunk)
+    prompts = np.maximum(np.floor(chunk / x), 1.0) * b.attention_dp
+    t = prefill_time_s(b, x, prompts).total_s
+    return prompts * x / t / b.gpus
+
+
+def decode_pool_tokens_per_s_per_gpu(
+    bd: ConfigBatch, batch: np.ndarray | float, context: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(output tokens/s per GPU, sequences run) of a decode replica kept at `batch` sequences
+    (prefill assumed unlimited) at KV length `context`: the batch lowered to what the KV cache
+    holds there (at least one); speculative decoding (MTP) included, as the decode step is per
+    output token. The decode-only rows of the headline file are compared with this."""
+    ctx = np.asarray(context, dtype=np.float64)
+    fit = max_batch_that_fits(bd, ctx)
+    n = np.maximum(np.minimum(np.asarray(batch, dtype=np.float64), fit), 1.0)
+    t = decode_step_time_s(bd, n, ctx).total_s
+    return n / t / bd.gpus, n
 
 
 def evaluate_disaggregated(

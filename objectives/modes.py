@@ -79,3 +79,33 @@ def expected_tokens_per_step(acceptance: np.ndarray | float, draft_tokens: np.nd
         geometric = (1.0 - a ** (k + 1.0)) / (1.0 - a)
     out = np.where(np.isclose(a, 1.0), k + 1.0, geometric)
     return np.where(k > 0, out, 1.0)
+
+
+def tbo_exposed_fractions() -> tuple[float, float]:
+    """(prefill, decode) non-overlapped fractions of two-batch overlap (sourced in data/modes.yaml)."""
+    d = mode_data()["two_batch_overlap"]
+    return float(d["prefill_exposed_fraction"]["value"]), float(d["decode_exposed_fraction"]["value"])
+
+
+def two_batch_overlap_time_s(
+    compute_s: np.ndarray, communication_s: np.ndarray, exposed_fraction: np.ndarray | float
+) -> np.ndarray:
+    """A DEP step run as two micro-batches, each one's all-to-all under the other's compute:
+    max(compute, communication) + f * min(compute, communication) (f = 1: no overlap, the sum;
+    f = 0: perfect overlap)."""
+    c = np.asarray(compute_s, dtype=np.float64)
+    m = np.asarray(communication_s, dtype=np.float64)
+    return np.maximum(c, m) + np.asarray(exposed_fraction) * np.minimum(c, m)
+
+
+@functools.lru_cache(maxsize=64)
+def routing_max_nodes(model_id: str) -> float:
+    """The most nodes a token's routed experts span (node-limited routing; inf: no limit)."""
+    table = mode_data().get("node_limited_routing", {})
+    entry = table.get(model_id)
+    if entry is None:
+        from objectives.models import _name_index
+
+        known = _name_index().get(model_id.lower())
+        entry = table.get(known.id) if known is not None else None
+    return float("inf") if entry is None else float(entry["max_nodes"])

@@ -189,8 +189,37 @@ def _round_s(
     are prefilled), with the simulator's pipeline convention PP * (stage(n / PP) + hand-off)."""
     pp = b.pp
     seqs = np.where(prompt_tokens > 0, 1.0, 0.0)
+    if b.has_attention_dp:
+        return _rank_round_s(b, decodes, context, prompt_tokens, prompt_context, seqs)
     stage = forward_time_s(b, decodes / pp, context, prompt_tokens / pp, prompt_context, seqs / pp).total_s
     return pp * (stage + pp_handoff_time_s(b, (decodes + prompt_tokens) / pp))
+
+
+def _rank_round_s(
+    b: ConfigBatch,
+    decodes: np.ndarray,
+    context: float,
+    prompt_tokens: np.ndarray,
+    prompt_context: np.ndarray,
+    seqs: np.ndarray,
+) -> np.ndarray:
+    """`_round_s` of one attention rank of a DEP replica (rows with attention_dp 1: the replica's
+    round as before): the rank decodes `decodes` sequences and prefills `prompt_tokens` of one
+    prompt while the other attention_dp - 1 ranks decode as many (mean field: the ranks are
+    loaded alike, their prompts at other times), so the MoE layers route
+    attention_dp * decodes + prompt_tokens tokens; a step carrying prompt tokens runs the
+    prefill kernels (dispatch by node, the prefill TBO fraction)."""
+    pp, dp = b.pp, b.attention_dp
+    moe = (dp * decodes + prompt_tokens) / pp
+    args = (b, decodes / pp, context, prompt_tokens / pp, prompt_context, seqs / pp)
+    mixed = forward_time_s(*args, moe_tokens=moe, prefill_phase=True).total_s
+    plain = forward_time_s(*args, moe_tokens=moe).total_s
+    stage = np.where(prompt_tokens > 0, mixed, plain)
+    rank = pp * (stage + pp_handoff_time_s(b, (decodes + prompt_tokens) / pp))
+    if np.all(dp > 1):
+        return rank
+    one = forward_time_s(*args).total_s  # attention_dp 1 rows of the batch: the replica's round
+    return np.where(dp > 1, rank, pp * (one + pp_handoff_time_s(b, (decodes + prompt_tokens) / pp)))
 
 
 # ---------------------------------------------------------------- the replica's tables
@@ -200,7 +229,10 @@ def _round_s(
 class ReplicaTable:
     """Per configuration (last axis, N): slot limit, capacity and step times on a grid of
     decoding batches (axis 0, G = _BATCH_FRACTIONS of the slot limit) and input nodes (axis 1, Q).
-    Built once per batch of configurations and workload; every load is interpolation."""
+    Built once per batch of configurations and workload; every load is interpolation. Under
+    attention DP the table describes one attention rank (its slots, its prefill pipeline, its
+    rounds beside the other ranks' decodes) and `ranks` says how many share the replica
+    (`latency_at_load` pools them); `capacity_per_s` is the replica's."""
 
     inputs: LengthNodes
     outputs: LengthNodes
@@ -216,6 +248,7 @@ class ReplicaTable:
     spare_tokens: np.ndarray  # (G, Q, N) budget a prompt's last chunk leaves to other prompts
     context: float  # time-average context of a decoding sequence (tokens)
     resident_cv2: float  # squared coefficient of variation of a running sequence's KV tokens
+    ranks: np.ndarray | None = None  # (N,) attention-DP ranks, each its own queue (None: 1)
 
     def take(self, rows: np.ndarray) -> ReplicaTable:
         """The configurations `rows` (indices along the last axis)."""
@@ -226,7 +259,10 @@ class ReplicaTable:
         xin, yout = LengthNodes.of(inputs), LengthNodes.of(outputs)
         ex, ey, ey2 = xin.mean, yout.mean, yout.second_moment
         context = ex + ey2 / (2.0 * ey)
-        seqs = np.maximum(np.minimum(b.batch, b.max_batch_size), 1.0)
+        dep = b.has_attention_dp
+        dp = b.attention_dp if dep else np.ones(len(b))
+        # under attention DP one rank's sequences: max_batch_size is per rank (objectives.engines)
+        seqs = np.maximum(np.minimum(b.batch / dp if dep else b.batch, b.max_batch_size), 1.0)
         ctx_sched = b.isl + b.osl  # the scheduler sizes its blocks at the mean request
         per_token = kv_bytes_per_sequence_per_gpu(b, ctx_sched) / ctx_sched
         budget = kv_budget_bytes(b)
@@ -238,18 +274,19 @@ class ReplicaTable:
 
         f = _BATCH_FRACTIONS[:, None]
         dec_n = 1.0 + (slots - 1.0) * f  # (G, N)
-        decode = decode_step_time_s(b, dec_n, context).total_s
+        decode = decode_step_time_s(b, dec_n * dp if dep else dec_n, context).total_s  # every rank at dec_n
         n = (slots * f)[:, None, :]  # (G, 1, N) decodes beside the prompt
         x = xin.values[None, :, None]  # (1, Q, 1)
         room = np.maximum(tokens_per_step - n, 1.0)
         chunks = np.ceil(x / room)
         chunk = x / chunks
         mixed = _round_s(b, n, context, chunk, x / 2.0)  # (G, Q, N)
-        plain = decode_step_time_s(b, np.broadcast_to(n, mixed.shape), context).total_s
+        plain = decode_step_time_s(b, np.broadcast_to(n * dp if dep else n, mixed.shape), context).total_s
         fill = (b.pp - 1.0) / b.pp
         n2 = slots * f
         room2 = np.maximum(tokens_per_step - n2, 1.0)
         full = _round_s(b, n2, context, room2, np.full(n2.shape, ex / 2.0))
+        plain2 = decode_step_time_s(b, n2 * dp if dep else n2, context).total_s
         return cls(
             inputs=xin,
             outputs=yout,
@@ -260,11 +297,12 @@ class ReplicaTable:
             drain_s=fill * mixed,
             extra_s=np.maximum(chunks * (mixed - plain), 0.0),
             token_s=full / room2,
-            full_s=np.maximum(full, decode_step_time_s(b, n2, context).total_s),
-            marginal_s=np.maximum(full - decode_step_time_s(b, n2, context).total_s, 0.0) / room2,
+            full_s=np.maximum(full, plain2),
+            marginal_s=np.maximum(full - plain2, 0.0) / room2,
             spare_tokens=np.maximum(room - chunk, 0.0),
             context=context,
             resident_cv2=_resident_cv2(xin, yout),
+            ranks=b.attention_dp.copy() if dep else None,
         )
 
 
@@ -404,6 +442,14 @@ def latency_at_load(
     lam = np.maximum(lam, 0.0)
     ca2 = np.broadcast_to(np.asarray(arrival_cv, dtype=np.float64) ** 2, (n_cfg,)).copy()
     pool = np.maximum(np.broadcast_to(np.asarray(pooled, dtype=np.float64), (n_cfg,)), 1.0)
+    lam_replica = lam
+    ranks = table.ranks
+    if ranks is not None:
+        # a DEP replica's attention ranks each schedule their own sequences; its router spreads
+        # the requests over them as a least-loaded dispatcher would (the ranks' queues pool):
+        # each rank sees rate / ranks, cv^2 / ranks (`replica_arrival_cv`), in a pool of
+        # pooled x ranks queues
+        lam, ca2, pool = lam / ranks, ca2 / ranks, pool * ranks
     ca2_pool = ca2 * pool  # the stream the pool's dispatcher splits
     xin, yout = table.inputs, table.outputs
     wx, wy = xin.weights, yout.weights
@@ -588,11 +634,12 @@ def latency_at_load(
         k: np.where(over, 1.0, survival_fn[metric](np.full(n_cfg, float(max_s))))
         for k, (metric, max_s) in enumerate(survival_at)
     }
+    per_replica = 1.0 if ranks is None else ranks
     return QueueingLatency(
-        rate_per_s=lam,
-        utilization=lam / table.capacity_per_s,
-        batch=n,
-        slots=slots,
+        rate_per_s=lam_replica,
+        utilization=lam_replica / table.capacity_per_s,
+        batch=n * per_replica,
+        slots=slots * per_replica,
         prefill_utilization=rho_p,
         slot_utilization=rho_s,
         interference=phi,

@@ -50,7 +50,7 @@ from objectives.batch import ConfigBatch
 from objectives.communication import pp_handoff_time_s
 from objectives.memory import kv_budget_bytes, kv_bytes_per_sequence_per_gpu
 from objectives.modes import expected_tokens_per_step
-from objectives.timing import draft_time_s, forward_time_s
+from objectives.timing import decode_step_time_s, draft_time_s, forward_time_s
 
 Dispatch = Literal["least_loaded", "round_robin"]
 LATENCY_KEYS = ("ttft", "tpot", "e2e", "queue")
@@ -927,11 +927,14 @@ def decode_pool_table(
     pipeline convention)."""
     one = b.take(np.array([row]))
     pp = float(one.pp[0])
+    modes = one.has_attention_dp or one.has_mtp
 
     def fn(n: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray, ps: np.ndarray) -> np.ndarray:
         rows = one.take(np.zeros(n.size, dtype=np.int64))
         seqs = n + np.where(p > 0, 1.0, 0.0)
         ctx = np.where(n > 0, c, pc * 2.0)  # an admission alone: the prompt's own context
+        if modes:  # DEP: the sequences spread over the attention ranks; MTP: per output token
+            return decode_step_time_s(rows, np.maximum(seqs, 1e-9), ctx).total_s
         stage = forward_time_s(rows, np.maximum(seqs, 1e-9) / pp, ctx)
         return pp * (stage.total_s + pp_handoff_time_s(rows, seqs / pp))
 
@@ -979,13 +982,20 @@ def simulate_disaggregated(
     bd = decode.take(np.array([row]))
     seqs_p = int(prefill_seqs if prefill_seqs is not None else prefill_slots(bp, float(np.mean(isl)))[0])
     max_in = float(np.max(isl)) if isl.size else 2.0
-    sched_p = scheduler_for(bp, max_num_seqs=seqs_p, block_size=block_size, context_tokens=float(bp.isl[0]) + 1.0)
+    dp = int(bp.attention_dp[0])  # a DEP pool's ranks each run a chunk of max_num_tokens
+    sched_p = scheduler_for(
+        bp,
+        max_num_seqs=seqs_p,
+        max_num_batched_tokens=int(bp.max_num_tokens[0]) * dp,
+        block_size=block_size,
+        context_tokens=float(bp.isl[0]) + 1.0,
+    )
     table_p = StepTimeTable.from_batch(bp, sched_p.max_num_seqs, sched_p.tokens_per_step, max_in + 2.0)
     pre = simulate(table_p, sched_p, arrival, isl, np.ones_like(osl), replicas=prefill_replicas, dispatch=dispatch)
     ready = pre.first_token_s + xfer
     ok = np.isfinite(ready)
     ready = np.where(ok, ready, np.nanmax(np.where(ok, ready, np.nan)) if ok.any() else 0.0)
-    seqs_d = int(min(decode.batch[row], decode.max_batch_size[row]))
+    seqs_d = int(min(decode.batch[row], decode.max_batch_size[row] * decode.attention_dp[row]))  # per rank
     tokens_d = seqs_d + 4 * int(max_in)  # a step admits whole transferred prompts
     sched_d = scheduler_for(
         bd,

@@ -24,7 +24,11 @@ Attention DP (`b.attention_dp` > 1, objectives.modes): `forward_time_s` takes th
 busiest attention rank (its sequences, prompt tokens) and `moe_tokens`, the tokens of all ranks
 that the MoE layers route (default: every rank as loaded as that one); attention, dense GEMMs,
 the LM head and the per-sequence host work see the rank, the expert GEMMs see all routed tokens
-spread over the EP ranks times `moe_imbalance`, communication is `dep_communication_time_s`.
+spread over the EP ranks times `moe_imbalance`, communication is `dep_communication_time_s`
+(prefill steps dispatch by node: node-limited routing sends min(top-k, M) copies over the NIC).
+With two-batch overlap (`b.two_batch_overlap`, SGLang TBO / vLLM DBO) a DEP step takes
+max(compute, communication) + f * min(...) + overheads (objectives.modes.two_batch_overlap_time_s;
+f from the engine's measured TBO gain, prefill and decode apart) instead of the sum.
 Speculative decoding (`b.mtp_tokens` = k > 0): a decode step verifies k + 1 positions per
 sequence (GEMM rows, attention queries and logits x (k + 1), the KV cache read once) and runs the
 draft module k times; `decode_step_time_s` returns that step divided by the expected tokens per
@@ -59,7 +63,7 @@ from objectives.compute import (
 )
 from objectives.kernel_timing import ATT_B_LOG2, ATT_C_LOG2, M_LOG2, MSG_LOG2, interp_rows, interp_rows_2d
 from objectives.memory import kv_heads_per_gpu, layers_per_gpu
-from objectives.modes import expected_tokens_per_step
+from objectives.modes import expected_tokens_per_step, tbo_exposed_fractions, two_batch_overlap_time_s
 
 
 @dataclass(frozen=True)
@@ -118,13 +122,15 @@ def forward_time_s(
     *,
     moe_tokens: np.ndarray | None = None,
     tokens_per_seq: np.ndarray | float = 1.0,
+    prefill_phase: bool = False,
 ) -> StepTime:
     """One step of one pipeline stage that decodes `decode_seqs` sequences at mean context
     `decode_context` and prefills `prefill_tokens` prompt tokens (of `prefill_seqs` prompts)
     at mean causal context `prefill_context`. Each decoding sequence feeds `tokens_per_seq`
     query tokens (k + 1 when verifying k draft tokens). Under attention DP the arguments are
     those of the busiest attention rank and `moe_tokens` the stage's routed tokens (module
-    docstring)."""
+    docstring); `prefill_phase`: a prefill step (DEP dispatch by node, the prefill TBO
+    fraction)."""
     decode_seqs = np.asarray(decode_seqs, dtype=np.float64)
     prefill_tokens = np.asarray(prefill_tokens, dtype=np.float64)
     queries = decode_seqs if np.ndim(tokens_per_seq) == 0 and tokens_per_seq == 1.0 else decode_seqs * tokens_per_seq
@@ -160,6 +166,7 @@ def forward_time_s(
             touched,
             routed=routed,
             queries_per_seq=tokens_per_seq,
+            node_dedup=prefill_phase,
         )
     else:
         dense_math = (dense_gemm_flops(b, tokens) + lm_head_flops(b, logit_tokens)) / (
@@ -174,11 +181,16 @@ def forward_time_s(
         attention = roofline_time_s(kv_mem, attn_math, q)
         comm = tp_communication_time_s(b, tokens)
         if dep:
-            comm = np.where(b.attention_dp > 1, dep_communication_time_s(b, tokens), comm)
+            comm = np.where(b.attention_dp > 1, dep_communication_time_s(b, tokens, node_dedup=prefill_phase), comm)
     overhead = (
         b.layer_overhead_s * layers_per_gpu(b) + b.step_overhead_s + b.seq_overhead_s * (decode_seqs + prefill_seqs)
     )
     total = gemm + attention + comm + overhead
+    if dep and np.any(b.two_batch_overlap > 0):
+        # two-batch overlap: one micro-batch's all-to-alls under the other's compute
+        f = tbo_exposed_fractions()[0 if prefill_phase else 1]
+        overlapped = two_batch_overlap_time_s(gemm + attention, comm, f) + overhead
+        total = np.where((b.attention_dp > 1) & (b.two_batch_overlap > 0), overlapped, total)
     return StepTime(
         weights_memory_s=dense_mem + expert_mem,
         gemm_compute_s=dense_math + expert_math,
@@ -204,6 +216,7 @@ def _kernel_terms(
     *,
     routed: np.ndarray | None = None,
     queries_per_seq: np.ndarray | float = 1.0,
+    node_dedup: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gemm, attention, communication) seconds of one stage step from the kernel tables
     (`routed`: the tokens the MoE layers route, attention DP; `queries_per_seq`: the query
@@ -269,7 +282,7 @@ def _kernel_terms(
         mlp = n_layers * ar
     comm = n_layers * ar + mlp
     if b.has_attention_dp:
-        dep_a2a = dep_moe_alltoall_time_s(b, tokens) + b.allreduce_overhead_s
+        dep_a2a = dep_moe_alltoall_time_s(b, tokens, node_dedup) + b.allreduce_overhead_s
         dep = n_layers * ar + (n_layers - moe_layers) * ar + moe_layers * np.where(b.n_experts > 0, dep_a2a, ar)
         comm = np.where(b.attention_dp > 1, dep, comm)
     return gemm * scale, attention * scale, comm
@@ -388,6 +401,7 @@ def _prefill_modes(
         prefill_seqs=rank_seqs / chunks,
         moe_tokens=moe,
         tokens_per_seq=q,
+        prefill_phase=True,
     )
     passes = chunks + b.pp - 1.0
     handoff = pp_handoff_time_s(b, total / chunks) * (b.pp - 1.0)

@@ -250,3 +250,162 @@ def test_launch_lines_of_a_disaggregated_configuration():
     # an aggregated configuration keeps its single command
     agg = launch_commands(MODEL_70B, {k: v for k, v in config.items() if not k.startswith(("disagg", "decode"))})
     assert "roles" not in agg["sglang"] and "--disaggregation-mode" not in agg["sglang"]["argv"]
+
+
+def test_pool_throughputs_by_hand_and_dep_pools():
+    """The pool throughputs the headline rows are compared with: by hand from the step
+    functions, and under attention DP every rank prefills its own chunk (prompts x dp)."""
+    from objectives.disaggregation import decode_pool_tokens_per_s_per_gpu, prefill_pool_tokens_per_s_per_gpu
+    from objectives.memory import max_batch_that_fits
+    from objectives.timing import prefill_time_s
+
+    bp, bd, _, _ = _pools(tp=2)
+    tps = prefill_pool_tokens_per_s_per_gpu(bp, 1000.0, 8192.0)[0]
+    t = prefill_time_s(bp.replace(max_num_tokens=8192.0), 1000.0, 8.0).total_s[0]
+    assert tps == pytest.approx(8 * 1000.0 / t / 2.0)
+    out, n = decode_pool_tokens_per_s_per_gpu(bd, 64.0, 1500.0)
+    assert n[0] == min(64.0, max_batch_that_fits(bd, np.array([1500.0]))[0])
+    assert out[0] == pytest.approx(n[0] / decode_step_time_s(bd, n, 1500.0).total_s[0] / 2.0)
+    m, g = load_model("deepseek-ai/DeepSeek-V3"), get_accelerator("H100-SXM")
+    dep = build_batch(m, g, weights="fp8", kv_cache="fp8", tp=1, ep=32, attention_dp=32, isl=2048, osl=1)
+    t_dep = prefill_time_s(dep.replace(max_num_tokens=16384.0), 2048.0, 8.0 * 32).total_s[0]
+    got = prefill_pool_tokens_per_s_per_gpu(dep, 2048.0, 16384.0)[0]
+    assert got == pytest.approx(8 * 32 * 2048.0 / t_dep / 32)
+
+
+def test_disaggregated_pools_take_attention_dp_and_mtp():
+    """A disaggregated configuration with attention_dp > 1 runs DEP pools (EP over each pool's
+    tp x attention_dp GPUs, the decode pool's following decode_tp) and mtp drafts on the decode
+    pool only; attention_dp 1 / mtp 0 rows evaluate as in a space without those dimensions."""
+    from search.sweeps.disaggregated import pool_batches
+
+    base = {
+        "model": "deepseek-ai/DeepSeek-R1",
+        "workload": "chat",
+        "accelerators": ["H200-SXM"],
+        "space": {
+            "tp": [1, 8],
+            "ep": [1, 8],
+            "weights": ["fp8"],
+            "kv_cache": ["fp8"],
+            "max_batch": [64],
+            "disaggregation": {"enabled": [True]},
+        },
+        "sampler": "exhaustive",
+    }
+    modes = json.loads(json.dumps(base))
+    modes["space"].update(attention_dp=[1, 8], mtp=[0, 1])
+    ev0, ev = make_evaluator(parse_spec(base)), make_evaluator(parse_spec(modes))
+    sp = ev.space
+    idx = sp.decode(np.arange(sp.size))
+    dims = {d.name: d for d in sp.dimensions}
+    pick = np.flatnonzero(
+        (np.asarray(dims["attention_dp"].values)[idx["attention_dp"]] == 8)
+        & (np.asarray(dims["tp"].values)[idx["tp"]] == 1)
+        & (np.asarray(dims["decode_tp"].values)[idx["decode_tp"]] == 1)
+        & (np.asarray(dims["ep"].values)[idx["ep"]] == 8)
+        & (np.asarray(dims["mtp"].values)[idx["mtp"]] == 1)
+    )
+    assert pick.size == 1
+    bp, bd = pool_batches(ev, sp.decode(pick), np.array([0]))
+    assert bp.attention_dp[0] == bd.attention_dp[0] == 8 and bd.ep[0] == 8 and bp.ep[0] == 8
+    assert bp.mtp_tokens[0] == 0 and bd.mtp_tokens[0] == 1
+    r = ev.evaluate(pick)
+    assert r.feasible[0] and r.metrics["disaggregated"][0] == 1.0 and np.isfinite(r.metrics["tpot_s"][0])
+    # mode-off rows of the larger space match the space without the modes
+    off = np.flatnonzero((idx["attention_dp"] == 0) & (idx["mtp"] == 0))
+    r_on, r_off = ev.evaluate(off), ev0.evaluate(np.arange(ev0.space.size))
+    for k in ("usd_per_million_output_tokens", "ttft_s", "tpot_s", "prefill_replicas", "decode_replicas"):
+        np.testing.assert_array_equal(r_on.metrics[k], r_off.metrics[k])
+
+
+def test_headline_rows_predicted_once_at_their_layout():
+    """validate_disaggregation.py and validate_frontier.py share one prediction per row: the
+    disaggregated rows at their stated layouts (DEP32 prefill, DEP72 / DEP48 decode)."""
+    from pathlib import Path
+
+    from search.calibration.frontier import is_disaggregated, load_rows, predict_row
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "reference" / "measurements.frontier_headlines.jsonl"
+    if not path.exists():
+        pytest.skip("shared reference data not present")
+    rows = {r["id"]: r for r in load_rows(path) if is_disaggregated(r)}
+    pre = predict_row(rows["sglang-2025-05-05-prefill-h100-ep32-isl2048"])
+    assert pre.predicted and "DEP32 prefill" in pre.note
+    for rid in ("sglang-2025-05-05-decode-h100-ep72-2k", "sglang-2025-05-05-e2e-h100-12nodes-headline"):
+        assert "DEP72 decode" in predict_row(rows[rid]).note
+    e2e = predict_row(rows["sglang-2025-05-05-e2e-h100-12nodes-headline"])
+    dec = predict_row(rows["sglang-2025-05-05-decode-h100-ep72-2k"])
+    assert e2e.predicted == dec.predicted
+    assert "DEP48 decode" in predict_row(rows["sglang-2025-06-16-decode-gb200-nvl72"]).note
+    assert not any("TP8 EP8" in predict_row(r).note for r in rows.values())
+
+
+def test_two_pool_simulator_with_dep_and_mtp_pools():
+    """DeepSeek-R1 fp8 on H200, DEP8 prefill and DEP8 + MTP 1 decode pools at the chat rate:
+    the simulated decode pool's TPOT (sequences spread over the ranks, per output token) matches
+    the analytic pool within 5%; the analytic TTFT, a prompt on one rank, is not below the
+    simulator's, which spreads a prompt's chunk over the ranks."""
+    m, g, w = load_model("deepseek-ai/DeepSeek-R1"), get_accelerator("H200-SXM"), get_preset("chat")
+    common = dict(weights="fp8", kv_cache="fp8", tp=1, ep=8, attention_dp=8, isl=w.isl, osl=w.osl)
+    bp = build_batch(m, g, batch=1, **common)
+    bd = build_batch(m, g, batch=8 * 64, mtp=1, **common)
+    link = kv_link_for(g, g, "infiniband", one_domain=False)
+    r = evaluate_disaggregated(
+        bp,
+        bd,
+        prefill_usd_per_gpu_hour=np.array([3.0]),
+        decode_usd_per_gpu_hour=np.array([3.0]),
+        links=link_arrays([link], 1),
+        arrival_rate_per_s=10.0,
+        input_lengths=w.input_tokens,
+        output_lengths=w.output_tokens,
+        slos=w.slos,
+        extra_percentiles=(50, 99),
+    )
+    reqs = sample_requests(w, 2000, rate_per_s=10.0, seed=0)
+    xfer = kv_transfer_time_s(
+        bp, bd, reqs.input_tokens.astype(float), link.bytes_per_s, link.efficiency, link.latency_s
+    )
+    res = simulate_disaggregated(
+        bp,
+        bd,
+        reqs.arrival_s,
+        reqs.input_tokens,
+        reqs.output_tokens,
+        transfer_s=xfer,
+        prefill_replicas=int(r.prefill_replicas[0]),
+        decode_replicas=int(r.decode_replicas[0]),
+    )
+    for p in (50, 99):
+        assert r.at("tpot", p)[0] == pytest.approx(res.percentile("tpot", p), rel=0.05)
+    assert r.at("ttft", 99)[0] >= res.percentile("ttft", 99)
+
+
+def test_launch_lines_of_a_dep_disaggregated_configuration():
+    """A DEP disaggregated pick: each pool's servers get DP attention with EP over that pool's
+    tp x attention_dp GPUs (the decode pool's following decode_tp), the header counts them."""
+    from search.outputs.launch import disaggregated_launch_commands
+
+    c = {
+        "accelerator": "H200-SXM",
+        "tp": 1,
+        "pp": 1,
+        "ep": 8,
+        "attention_dp": 8,
+        "weights": "fp8",
+        "kv_cache": "fp8",
+        "max_batch": 256,
+        "chunked_prefill": 8192,
+        "disaggregated": True,
+        "decode_accelerator": "H200-SXM",
+        "decode_tp": 2,
+    }
+    out = disaggregated_launch_commands(
+        "deepseek-ai/DeepSeek-R1", c, pools={"prefill_replicas": 1, "decode_replicas": 2}
+    )
+    pre, dec = out["sglang"]["roles"]["prefill"], out["sglang"]["roles"]["decode"]
+    assert "--enable-dp-attention" in pre and "--enable-dp-attention" in dec
+    assert pre[pre.index("--ep-size") + 1] == "8" and dec[dec.index("--ep-size") + 1] == "16"
+    text = json.dumps(out)
+    assert "8 GPUs each" in text and "16 GPUs each" in text

@@ -263,6 +263,9 @@ def _pool(config: dict[str, Any], role: str) -> dict[str, Any]:
     c = dict(config)
     if role == "decode":
         c["tp"] = c.get("decode_tp", c["tp"])
+        dp = int(c.get("attention_dp") or 1)
+        if dp > 1:  # a DEP decode pool: EP over its own tp x attention_dp GPUs
+            c["ep"] = int(c["tp"]) * dp
     return c
 
 
@@ -290,10 +293,12 @@ def disaggregated_launch_commands(
     p = pools or {}
     x, y = int(p.get("prefill_replicas") or 1), int(p.get("decode_replicas") or 1)
     pre, dec = _pool(c, "prefill"), _pool(c, "decode")
+    ranks = int(c.get("attention_dp") or 1)
     head = (
-        f"disaggregated: {x} prefill replica{'s' if x > 1 else ''} ({c['accelerator']}, {int(pre['tp']) * int(c['pp'])}"
-        f" GPUs each) and {y} decode replica{'s' if y > 1 else ''} ({c.get('decode_accelerator', c['accelerator'])}, "
-        f"{int(dec['tp']) * int(c['pp'])} GPUs each); the KV cache of each prompt moves from prefill to decode"
+        f"disaggregated: {x} prefill replica{'s' if x > 1 else ''} ({c['accelerator']}, "
+        f"{int(pre['tp']) * ranks * int(c['pp'])} GPUs each) and {y} decode replica{'s' if y > 1 else ''} "
+        f"({c.get('decode_accelerator', c['accelerator'])}, {int(dec['tp']) * ranks * int(c['pp'])} GPUs each); "
+        "the KV cache of each prompt moves from prefill to decode"
     )
     nvidia = not vendor or vendor.lower() == "nvidia"
     out: dict[str, dict[str, Any]] = {}

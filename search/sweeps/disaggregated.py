@@ -6,8 +6,10 @@ configuration of the other dimensions (evaluated as before); one with the decode
 away from their first value repeats it and is marked infeasible with that reason (its twin is
 evaluated). A disaggregated row runs prefill replicas on `accelerator` / `tp` and decode
 replicas on `decode_accelerator` / `decode_tp` with `max_batch` as the decode batch limit (pp,
-ep, weights, KV dtype shared; `chunked_prefill` is the prefill chunk); the pools are sized for
-the rate by `objectives.disaggregation.evaluate_disaggregated`.
+ep, weights, KV dtype, engine and `attention_dp` shared; `chunked_prefill` is the prefill chunk,
+per attention rank; `mtp` drafts on the decode pool only). Under attention DP both pools are DEP
+pools, EP over each pool's tp x attention_dp GPUs (the decode pool's EP follows `decode_tp`);
+the pools are sized for the rate by `objectives.disaggregation.evaluate_disaggregated`.
 
 Metrics: the usual columns (replicas = prefill + decode replicas, gpus = GPUs per replica on
 average, total_gpus exact, $/hour of both pools) plus `disaggregated` (0 / 1),
@@ -117,15 +119,33 @@ def pool_batches(ev: Any, idx: dict[str, np.ndarray], rows: np.ndarray) -> tuple
         "weights": value("weights"),
         "kv_cache": value("kv_cache"),
         "pp": values("pp"),
-        "ep": values("ep"),
         "isl": ev.workload.isl,
         "osl": ev.workload.osl,
         "efficiency": ev.efficiency,
     }
-    bp = build_batch(ev.model, ev.catalog[value("accelerator")], tp=values("tp"), batch=1, **common)
+    if "engine" in dims:
+        common["engine"] = value("engine")
+    ep = values("ep")
+    dp = values("attention_dp") if "attention_dp" in dims else np.ones(rows.size)
+    mtp = values("mtp") if "mtp" in dims else np.zeros(rows.size)
+    tp_p, tp_d = values("tp"), values("decode_tp")
+    # DEP pools (attention_dp > 1): EP spans the pool's tp x attention_dp GPUs (the only EP the
+    # mode allows), so the decode pool's EP follows its own TP; attention_dp 1 keeps the space's ep
+    dep = dp > 1
+    ep_d = np.where(dep, tp_d * dp, ep)
+    bp = build_batch(
+        ev.model, ev.catalog[value("accelerator")], tp=tp_p, ep=ep, attention_dp=dp, batch=1, **common
+    )  # a prefill pool emits one token per request: no draft (MTP) steps
     bp = bp.replace(max_num_tokens=values("chunked_prefill"))
     bd = build_batch(
-        ev.model, ev.catalog[value("decode_accelerator")], tp=values("decode_tp"), batch=values("max_batch"), **common
+        ev.model,
+        ev.catalog[value("decode_accelerator")],
+        tp=tp_d,
+        ep=ep_d,
+        attention_dp=dp,
+        mtp=mtp,
+        batch=values("max_batch"),
+        **common,
     )
     return bp, bd
 
@@ -147,6 +167,8 @@ def disaggregated_metrics(ev: Any, ids: np.ndarray) -> tuple[DisaggregatedMetric
     """(metrics in the order of `ids`, $/GPU-hour of the prefill pool per row, decoded idx)."""
     idx = ev.space.decode(ids)
     group = ((idx["accelerator"] * 1000 + idx["decode_accelerator"]) * 1000 + idx["weights"]) * 1000 + idx["kv_cache"]
+    if "engine" in idx:  # one build_batch per engine too (its profile)
+        group = group * 16 + idx["engine"]
     dims = {d.name: d for d in ev.space.dimensions}
     load = dict(ev.under_load)
     kwargs: dict[str, Any] = {
