@@ -176,9 +176,26 @@ class AnalyticEvaluator:
         inverse[order] = np.arange(order.size)
         metrics = {k: getattr(m, k)[inverse] for k in METRIC_COLUMNS if hasattr(m, k)}
         slo_latency = {k: v[inverse] for k, v in self._slo_latencies(batch, m, common).items()}
-        reason = [REASONS[int(c)] for c in m.reason_code[inverse]]
         metrics["total_gpus"] = metrics["gpus"] * metrics["replicas"]
-        no_price = ~np.isfinite(price[inverse])
+        reason = [REASONS[int(c)] for c in m.reason_code[inverse]]
+        return self.scored(ids, idx, metrics, reason, m.reason_code[inverse] == 0, price[inverse], slo_latency)
+
+    def scored(
+        self,
+        ids: np.ndarray,
+        idx: dict[str, np.ndarray],
+        metrics: dict[str, np.ndarray],
+        reason: list[str],
+        built: np.ndarray,
+        price: np.ndarray,
+        slo_latency: dict[str, np.ndarray],
+    ) -> EvalResult:
+        """The EvalResult of evaluated rows: `reason` (structural, "" where the configuration can
+        be built: `built`), the price's and the engine's reasons, the constraints (SLOs at their
+        percentiles from `slo_latency`), feasibility, the 'violates ...' reasons and the
+        objectives (at their p90 bound with `risk: p90`). Shared by the aggregated and the
+        disaggregated paths (search.sweeps.disaggregated)."""
+        no_price = ~np.isfinite(price)
         reason = [
             ("no purchase price in the catalog for owned pricing" if np_ else r)
             for r, np_ in zip(reason, no_price, strict=True)
@@ -187,7 +204,7 @@ class AnalyticEvaluator:
         if unsupported is not None:  # e.g. TensorRT-LLM on an AMD GPU
             reason = [u or r for r, u in zip(reason, unsupported, strict=True)]
             no_price = no_price | np.array([bool(u) for u in unsupported])
-        fits = np.where((m.reason_code[inverse] == 0) & ~no_price, 0.0, 1.0)
+        fits = np.where(built & ~no_price, 0.0, 1.0)
         cons = self._constraints(metrics, fits, slo_latency)
         feasible = np.all(cons <= 0.0, axis=1)
         reason = [r or _violated(self.constraint_names, cons[i]) for i, r in enumerate(reason)]

@@ -253,31 +253,8 @@ def _evaluate_disaggregated(ev: Any, ids: np.ndarray) -> EvalResult:
     slos = ev.workload.slos if ev.spec.constraints.slos else []
     for s in slos:
         slo_latency[f"{s.metric}@{s.percentile:g}"] = m.at(s.metric, s.percentile)
-    no_price = ~np.isfinite(price)
-    reason = [
-        ("no purchase price in the catalog for owned pricing" if no_price[i] else m.reason(i)) for i in range(ids.size)
-    ]
-    fits = np.where(m.feasible & ~no_price, 0.0, 1.0)
-    cons = ev._constraints(metrics, fits, slo_latency)
-    feasible = np.all(cons <= 0.0, axis=1)
-    reason = [r or _violated(ev.constraint_names, cons[i]) for i, r in enumerate(reason)]
-    objectives = np.stack([metrics[o.column] for o in ev.spec.objectives], axis=1)
-    if ev.spec.risk == "p90":
-        objectives = objectives * ev._risk_factors(idx)
-    return EvalResult(
-        ids=ids,
-        feasible=feasible,
-        reason=reason,
-        objectives=objectives,
-        constraints=cons,
-        constraint_names=ev.constraint_names,
-        metrics=metrics,
-    )
-
-
-def _violated(names: list[str], values: np.ndarray) -> str:
-    bad = [n for n, v in zip(names, values, strict=True) if v > 0]
-    return ("violates " + ", ".join(bad)) if bad else ""
+    reason = [m.reason(i) for i in range(ids.size)]
+    return ev.scored(ids, idx, metrics, reason, np.asarray(m.feasible, dtype=bool), price, slo_latency)
 
 
 def link_name(code: float | None) -> str:
