@@ -326,9 +326,7 @@ def test_headline_rows_predicted_once_at_their_layout():
 
     from search.calibration.frontier import is_disaggregated, load_rows, predict_row
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "reference" / "measurements.frontier_headlines.jsonl"
-    if not path.exists():
-        pytest.skip("shared reference data not present")
+    path = Path(__file__).resolve().parent / "data" / "measurements.frontier_headlines.jsonl"  # copy of shared/
     rows = {r["id"]: r for r in load_rows(path) if is_disaggregated(r)}
     pre = predict_row(rows["sglang-2025-05-05-prefill-h100-ep32-isl2048"])
     assert pre.predicted and "DEP32 prefill" in pre.note

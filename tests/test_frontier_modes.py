@@ -19,7 +19,7 @@ from objectives.timing import decode_step_time_s, prefill_time_s
 from search.outputs.launch import launch_commands
 
 R1 = "deepseek-ai/DeepSeek-R1"
-FRONTIER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "measurements.frontier_headlines.jsonl"
+FRONTIER = Path(__file__).resolve().parent / "data" / "measurements.frontier_headlines.jsonl"  # copy of shared/
 
 
 def _batch(**kw):
@@ -186,7 +186,6 @@ def test_validation_predicts_attention_dp_rows():
     assert used and not skipped and batch.attention_dp[0] == 8
 
 
-@pytest.mark.skipif(not FRONTIER.exists(), reason="shared reference data not present")
 def test_frontier_rows_predicted_or_skipped_with_reason():
     from search.calibration.frontier import predict_all
 
@@ -283,7 +282,6 @@ def test_two_batch_overlap_by_hand_and_off_without_dep():
     np.testing.assert_array_equal(prefill_time_s(a, 1024.0, 4.0).total_s, prefill_time_s(b, 1024.0, 4.0).total_s)
 
 
-@pytest.mark.skipif(not FRONTIER.exists(), reason="shared reference data not present")
 def test_sglang_wide_ep_rows_within_target():
     """With node-limited routing and TBO the SGLang H100 DEP32 prefill and DEP72 decode rows
     are within 25% (they were -44...-50% and -15...-16%)."""
@@ -306,12 +304,11 @@ def test_dep_offline_batch_bounded_by_the_engine_per_rank():
     capped = offline_max_throughput(b.replace(max_batch_size=384.0))
     assert free.batch[0] > 3072 and capped.batch[0] <= 384 * 8
     assert capped.output_tokens_per_s_per_gpu[0] < free.output_tokens_per_s_per_gpu[0]
-    if FRONTIER.exists():
-        from search.calibration.frontier import load_rows, predict_row
+    from search.calibration.frontier import load_rows, predict_row
 
-        row = next(r for r in load_rows(FRONTIER) if r["id"] == "trtllm-blog3-dsr1-fp4-8xB200-maxthroughput")
-        got = predict_row(row)
-        assert "(batch 3072)" in got.note and "384 per rank" in got.note
+    row = next(r for r in load_rows(FRONTIER) if r["id"] == "trtllm-blog3-dsr1-fp4-8xB200-maxthroughput")
+    got = predict_row(row)
+    assert "(batch 3072)" in got.note and "384 per rank" in got.note
 
 
 def test_dep_replica_queues_per_attention_rank():
