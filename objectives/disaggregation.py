@@ -471,12 +471,13 @@ def evaluate_disaggregated(
             _, d_load = decode_fleet(u_d)
             bad = ~(d_load.tpot_s[p_t] <= tpot_target)
             if bad.any():
-                lo, hi = np.full(n_rows, cap_u * 1e-3), np.full(n_rows, cap_u)
-                for _ in range(_UTILIZATION_BISECTIONS):
-                    mid = 0.5 * (lo + hi)
-                    ok = decode_fleet(mid)[1].tpot_s[p_t] <= tpot_target
-                    lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-                u_d = np.where(bad, lo, u_d)
+                u_d = queueing.bisect_utilization(
+                    lambda u: decode_fleet(u)[1].tpot_s[p_t] <= tpot_target,
+                    cap_u,
+                    n_rows,
+                    _UTILIZATION_BISECTIONS,
+                    bad,
+                )
         y_rep, d_load = decode_fleet(u_d)
 
         def prefill_fleet(u: np.ndarray) -> tuple[np.ndarray, queueing.QueueingLatency]:
@@ -496,12 +497,9 @@ def evaluate_disaggregated(
             _, lat = prefill_fleet(u_p)
             bad = ~(lat.ttft_s[p_f] <= budget)
             if bad.any():
-                lo, hi = np.full(n_rows, cap_u * 1e-3), np.full(n_rows, cap_u)
-                for _ in range(_UTILIZATION_BISECTIONS):
-                    mid = 0.5 * (lo + hi)
-                    ok = prefill_fleet(mid)[1].ttft_s[p_f] <= budget
-                    lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-                u_p = np.where(bad, lo, u_p)
+                u_p = queueing.bisect_utilization(
+                    lambda u: prefill_fleet(u)[1].ttft_s[p_f] <= budget, cap_u, n_rows, _UTILIZATION_BISECTIONS, bad
+                )
         xr, p_lat = prefill_fleet(u_p)
         yr = y_rep
         nvlink = (xr * gpus_p + yr * gpus_d) <= scaleup_domain

@@ -814,14 +814,26 @@ def max_utilization(
         floor = cap * 1e-3
         idle_ok = meets(sub, sub_fleet, np.full(rest.size, floor))
         attainable[rest] = idle_ok
-        lo, hi = np.full(rest.size, floor), np.full(rest.size, cap)
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            ok = meets(sub, sub_fleet, mid)
-            lo = np.where(ok, mid, lo)
-            hi = np.where(ok, hi, mid)
+        lo = bisect_utilization(lambda x: meets(sub, sub_fleet, x), cap, rest.size, iterations)
         u[rest] = np.where(idle_ok, lo, cap)
     return u, attainable
+
+
+def bisect_utilization(
+    holds: Any, cap: float, n: int, iterations: int = 10, bad: np.ndarray | None = None
+) -> np.ndarray:
+    """The largest utilization in [cap / 1000, cap] at which `holds(u)` (an array of n bools,
+    true below wherever it is true: latencies grow with the load) is true, per row, to
+    cap / 2**iterations; rows in `bad` (default: all) are bisected, the others keep `cap`; a row
+    where it never holds ends at the floor cap / 1000."""
+    bad = np.ones(n, dtype=bool) if bad is None else np.asarray(bad, dtype=bool)
+    lo, hi = np.full(n, cap * 1e-3), np.full(n, float(cap))
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        ok = holds(mid)
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid)
+    return np.where(bad, lo, float(cap))
 
 
 @dataclass(frozen=True)
