@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     rows = load_measurements(args.measurements)
     predictions, skipped = predict(rows, efficiency)
+    if rows and not predictions:  # a third-party file (AMD, NIM, frontier): its rows by metric
+        return third_party_report(args.measurements, efficiency)
 
     if not args.quiet:
         print(
@@ -140,6 +142,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  skipped {row.get('id', '?')} ({row.get('model')}, {row.get('gpu')}): {reason}")
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def third_party_report(path: Path, efficiency: object) -> int:
+    """Errors of a file whose rows are not in the public offline-throughput format, predicted
+    as the interval fit predicts them (search.calibration.intervals.residuals: AMD max-load and
+    fixed-batch rows, NIM fixed-concurrency TTFT / ITL, the frontier rows the aggregated model
+    covers), by metric."""
+    res, skipped = residuals([path], efficiency)  # type: ignore[arg-type]
+    print(f"{'id':<60} {'metric':<10} {'measured':>10} {'predicted':>10} {'err%':>7}")
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in res:
+        err = (r.predicted - r.measured) / r.measured * 100.0
+        by[r.region.metric].append(abs(err))
+        print(f"{r.id[:60]:<60} {r.region.metric:<10} {r.measured:>10.2f} {r.predicted:>10.2f} {err:>+7.1f}")
+    print("\nby metric:")
+    for metric, errs in sorted(by.items()):
+        print(
+            f"  {metric:<12} n={len(errs):>4}  median {np.median(errs):>6.1f}%  p90 {np.percentile(errs, 90):>6.1f}%  "
+            f"within 20% {np.mean(np.array(errs) <= 20.0) * 100:>5.1f}%"
+        )
+    print(f"\nrows predicted: {len(res)}   skipped: {len(skipped)}")
+    for _, rid, why in skipped:
+        print(f"  skipped {rid}: {why}")
     return 0
 
 
