@@ -525,3 +525,9 @@ def test_fuzz_every_command_fails_in_one_line(command: str, data, fuzz_dir: Path
         assert len(lines) == 1 and lines[0].startswith("error: "), (where, result.stderr)
     assert not (fuzz_dir / "missing").exists(), where
     assert not (fuzz_dir / "absent.db").exists(), where
+
+
+def test_an_output_path_naming_an_unknown_home_is_one_line(runner, tmp_path):
+    """`-o ~nosuchuser/x` (found by the fuzz test): Path.expanduser raises RuntimeError."""
+    result = runner.invoke(app, ["report", "x", "-o", "~servesweep-no-such-user/r.html"])
+    one_line_error(result, "names no home directory")

@@ -43,7 +43,10 @@ def check_output(path: Path | None, *, mkdir: bool = False) -> Path | None:
     file is left as it is; a probe file is removed again."""
     if path is None:
         return None
-    path = Path(path).expanduser()
+    try:
+        path = Path(path).expanduser()
+    except RuntimeError:  # '~name' of a user that does not exist, or no home directory
+        fail(f"cannot write {path}: its '~' names no home directory")
     if path.is_dir():
         fail(f"cannot write {path}: it is a directory")
     parent = path.parent
