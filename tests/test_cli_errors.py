@@ -531,3 +531,12 @@ def test_an_output_path_naming_an_unknown_home_is_one_line(runner, tmp_path):
     """`-o ~nosuchuser/x` (found by the fuzz test): Path.expanduser raises RuntimeError."""
     result = runner.invoke(app, ["report", "x", "-o", "~servesweep-no-such-user/r.html"])
     one_line_error(result, "names no home directory")
+
+
+@pytest.mark.parametrize("args", [["run", "missing.yaml"], ["run", "--resume", "x"]])
+def test_run_creates_no_database_for_a_bad_spec_or_a_missing_resume(args, runner, tmp_path, monkeypatch):
+    """Found by the fuzz test: `run` created the database before reading the spec, and
+    `--resume` created an empty one to find no sweep in it."""
+    monkeypatch.chdir(tmp_path)
+    one_line_error(runner.invoke(app, [*args, "--storage", "sqlite:///absent.db"]))
+    assert not (tmp_path / "absent.db").exists()

@@ -58,13 +58,15 @@ def run(
 
     if (spec_path is None) == (resume is None):
         fail("give a spec file to start a sweep, or --resume NAME to finish one (not both)")
-    store = _store(storage, write=True, mkdir=mkdir)
     if resume is None:
         try:
             spec, text = load_spec(spec_path)  # type: ignore[arg-type]
         except SpecError as exc:
             fail(str(exc))
             return
+    # a resume needs the database it names; a new sweep may create it — once its spec is good
+    store = _store(storage, write=resume is None, mkdir=mkdir)
+    if resume is None:
         existing = store.get_sweep(name or spec.name) if (name or spec.name) else None
         if existing is not None:
             skip = ("_workers", "_service", "calibration_record")  # filled in when the sweep started
